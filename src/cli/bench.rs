@@ -1,0 +1,268 @@
+//! `ajepa bench`: the front end's cost per second of audio, offline and streaming, one thread.
+//!
+//! Runs on any machine, no microphone needed: it reads a file (or synthesises a deterministic
+//! signal), then times the offline extractor over the whole signal and the streaming front end
+//! fed in chunks, reporting medians, per-hop latency percentiles and heap allocations per push.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use audio_jepa::frontend::{LogMelExtractor, StreamingFbank};
+use serde::Serialize;
+
+use super::alloc_count::allocations;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Audio file to run on (default: a synthetic 10 s signal)
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Length of the synthetic signal in seconds (ignored with --input)
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Timed repetitions of each measurement
+    #[arg(long, default_value_t = 30)]
+    repeat: usize,
+    /// Samples per push for the streaming front end (160 = one 10 ms hop)
+    #[arg(long, default_value_t = 160)]
+    chunk: usize,
+    /// Print one JSON object instead of a table
+    #[arg(long)]
+    json: bool,
+    /// Profile: a TOML file, or a name in firmware-config/
+    #[arg(long)]
+    profile: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    cpu: String,
+    cpu_features: Vec<&'static str>,
+    threads: usize,
+    input: String,
+    audio_seconds: f64,
+    repeat: usize,
+    chunk: usize,
+    /// Offline extractor, milliseconds per second of audio: median and best of `repeat` runs.
+    offline_ms_per_audio_s: Stat,
+    /// Streaming front end fed `chunk` samples per push, milliseconds per second of audio.
+    streaming_ms_per_audio_s: Stat,
+    /// Latency of one streaming push of `chunk` samples, in microseconds.
+    push_latency_us: Percentiles,
+    /// Real-time factor of the streaming front end (compute time / audio time), median.
+    real_time_factor: f64,
+    /// Heap allocations per push after warm-up, over all timed pushes.
+    allocations_per_push: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Stat {
+    median: f64,
+    best: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Percentiles {
+    p50: f64,
+    p95: f64,
+    p99: f64,
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn stat(mut v: Vec<f64>) -> Stat {
+    v.sort_by(f64::total_cmp);
+    Stat {
+        median: percentile(&v, 0.5),
+        best: v.first().copied().unwrap_or(f64::NAN),
+    }
+}
+
+/// Deterministic test signal: a chirp plus white noise, so every mel bin sees energy.
+fn synthetic(seconds: f64, rate: u32) -> Vec<f32> {
+    let n = (seconds * rate as f64) as usize;
+    let mut state = 0x2545_f491_u32;
+    (0..n)
+        .map(|i| {
+            let t = i as f64 / rate as f64;
+            let chirp = (2.0 * std::f64::consts::PI * (100.0 + 300.0 * t) * t).sin() * 0.3;
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            let noise = (state as f64 / u32::MAX as f64 - 0.5) * 0.1;
+            (chirp + noise) as f32
+        })
+        .collect()
+}
+
+/// CPU model and the SIMD features that matter for the kernels.
+fn cpu_info() -> (String, Vec<&'static str>) {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    #[allow(unused_mut)]
+    let mut features = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! probe {
+            ($($f:tt),*) => { $( if std::is_x86_feature_detected!($f) { features.push($f); } )* };
+        }
+        probe!(
+            "sse4.2",
+            "avx",
+            "avx2",
+            "fma",
+            "avx512f",
+            "avx512vnni",
+            "avxvnni"
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            features.push("neon");
+        }
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            features.push("dotprod");
+        }
+    }
+    (model, features)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(args.repeat > 0, "--repeat must be at least 1");
+    anyhow::ensure!(args.chunk > 0, "--chunk must be at least 1 sample");
+    let profile = super::load_profile(args.profile.as_deref())?;
+    let cfg = &profile.frontend;
+    let (samples, input) = match &args.input {
+        Some(path) => {
+            let audio = audio_jepa::audio::load(path, cfg.sample_rate)
+                .with_context(|| format!("decoding {}", path.display()))?;
+            (audio.samples, path.display().to_string())
+        }
+        None => {
+            anyhow::ensure!(
+                args.seconds.is_finite() && args.seconds > 0.0,
+                "--seconds must be positive"
+            );
+            (
+                synthetic(args.seconds, cfg.sample_rate),
+                format!("synthetic {} s", args.seconds),
+            )
+        }
+    };
+    let audio_s = samples.len() as f64 / cfg.sample_rate as f64;
+    anyhow::ensure!(
+        cfg.num_frames(samples.len()) > 0,
+        "the input is shorter than one frame"
+    );
+
+    let mut offline = LogMelExtractor::new(cfg)?;
+    let mut out = vec![0.0f32; cfg.num_frames(samples.len()) * cfg.n_mels];
+    offline.compute_into(&samples, &mut out); // warm-up
+    let offline_runs: Vec<f64> = (0..args.repeat)
+        .map(|_| {
+            let t = Instant::now();
+            offline.compute_into(&samples, &mut out);
+            std::hint::black_box(&out);
+            t.elapsed().as_secs_f64() * 1e3 / audio_s
+        })
+        .collect();
+
+    let mut stream = StreamingFbank::new(cfg)?;
+    let mut sink = 0.0f32;
+    stream.push(&samples, |_, f| sink += f[0]); // warm-up
+    let mut stream_runs = Vec::with_capacity(args.repeat);
+    let mut latencies = Vec::with_capacity(args.repeat * samples.len().div_ceil(args.chunk));
+    let allocs_before = allocations();
+    let mut pushes = 0u64;
+    for _ in 0..args.repeat {
+        stream.reset();
+        let t = Instant::now();
+        for chunk in samples.chunks(args.chunk) {
+            stream.push(chunk, |_, f| sink += f[0]);
+        }
+        stream_runs.push(t.elapsed().as_secs_f64() * 1e3 / audio_s);
+    }
+    for _ in 0..args.repeat.min(5) {
+        stream.reset();
+        for chunk in samples.chunks(args.chunk) {
+            let t = Instant::now();
+            stream.push(chunk, |_, f| sink += f[0]);
+            latencies.push(t.elapsed().as_secs_f64() * 1e6);
+            pushes += 1;
+        }
+    }
+    // `latencies` was reserved up front, so the timed loops themselves allocate nothing.
+    let allocs = allocations() - allocs_before;
+    std::hint::black_box(sink);
+    latencies.sort_by(f64::total_cmp);
+
+    let (cpu, cpu_features) = cpu_info();
+    let streaming = stat(stream_runs);
+    let report = Report {
+        cpu,
+        cpu_features,
+        threads: 1,
+        input,
+        audio_seconds: audio_s,
+        repeat: args.repeat,
+        chunk: args.chunk,
+        offline_ms_per_audio_s: stat(offline_runs),
+        real_time_factor: streaming.median / 1e3,
+        streaming_ms_per_audio_s: streaming,
+        push_latency_us: Percentiles {
+            p50: percentile(&latencies, 0.5),
+            p95: percentile(&latencies, 0.95),
+            p99: percentile(&latencies, 0.99),
+        },
+        allocations_per_push: allocs as f64 / pushes.max(1) as f64,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn print_table(r: &Report) {
+    println!("cpu: {} [{}], 1 thread", r.cpu, r.cpu_features.join(" "));
+    println!(
+        "input: {} ({:.2} s of audio), {} repetitions",
+        r.input, r.audio_seconds, r.repeat
+    );
+    println!("{:<44} {:>10} {:>10}", "stage", "median", "best");
+    println!(
+        "{:<44} {:>10.4} {:>10.4}",
+        "front end, offline (ms per s of audio)",
+        r.offline_ms_per_audio_s.median,
+        r.offline_ms_per_audio_s.best
+    );
+    println!(
+        "{:<44} {:>10.4} {:>10.4}",
+        format!("front end, streaming by {} (ms per s)", r.chunk),
+        r.streaming_ms_per_audio_s.median,
+        r.streaming_ms_per_audio_s.best
+    );
+    println!(
+        "push latency (us): p50 {:.2}  p95 {:.2}  p99 {:.2}",
+        r.push_latency_us.p50, r.push_latency_us.p95, r.push_latency_us.p99
+    );
+    println!(
+        "real-time factor {:.2e}, heap allocations per push {:.3}",
+        r.real_time_factor, r.allocations_per_push
+    );
+}

@@ -1,0 +1,18 @@
+//! audio-jepa: a streaming Audio-JEPA encoder.
+//!
+//! The crate is what runs on the edge device. Layers, bottom up:
+//! - [`config`]: typed, validated TOML profiles (`firmware-config/`).
+//! - [`audio`]: any common audio file to mono f32 at the front end's rate.
+//! - [`frontend`]: the Kaldi-compatible log-mel front end, offline and streaming, and patches.
+//! - [`arrays`], [`render`]: `.npy` output and spectrogram images.
+//!
+//! The front end knows nothing of audio devices, threads or terminals; training (the
+//! `audio-jepa-training` crate) and the streaming pipeline both build on it.
+
+pub mod arrays;
+pub mod audio;
+pub mod config;
+pub mod frontend;
+pub mod render;
+
+pub use config::{FrontendConfig, Profile};

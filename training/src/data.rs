@@ -1,0 +1,148 @@
+//! Where pretraining audio comes from: a folder (searched recursively) or a CSV of file names.
+
+use std::path::{Path, PathBuf};
+
+/// File extensions the decoder reads.
+pub const AUDIO_EXTENSIONS: &[&str] = &["wav", "flac", "ogg", "oga", "mp3"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: no audio files ({}) found", AUDIO_EXTENSIONS.join(", "))]
+    NoAudio { path: PathBuf },
+    #[error("{path}:{line}: {reason}")]
+    Csv {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+}
+
+fn is_audio(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Audio files named by `source`: every audio file below a folder (sorted, so runs are
+/// reproducible), or the files listed in a CSV whose `filename` column (or first column) names
+/// them relative to the CSV's folder or to its `audio/` subfolder (the ESC-50 layout).
+pub fn list_audio(source: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DataError::Io { path, source }
+    };
+    let meta = std::fs::metadata(source).map_err(io(source))?;
+    let files = if meta.is_dir() {
+        let mut files = Vec::new();
+        let mut stack = vec![source.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
+                let path = entry.map_err(io(&dir))?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if is_audio(&path) {
+                    files.push(path);
+                }
+            }
+        }
+        files.sort();
+        files
+    } else {
+        list_csv(source)?
+    };
+    if files.is_empty() {
+        return Err(DataError::NoAudio {
+            path: source.to_path_buf(),
+        });
+    }
+    Ok(files)
+}
+
+fn list_csv(path: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, header)) = lines.next() else {
+        return Ok(Vec::new());
+    };
+    let col = header
+        .split(',')
+        .position(|h| h.trim().eq_ignore_ascii_case("filename"))
+        .unwrap_or(0);
+    let mut files = Vec::new();
+    for (i, line) in lines {
+        let csv_err = |reason: String| DataError::Csv {
+            path: path.to_path_buf(),
+            line: i + 1,
+            reason,
+        };
+        let name = line
+            .split(',')
+            .nth(col)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| csv_err(format!("no value in column {}", col + 1)))?;
+        let file = [base.join(name), base.join("audio").join(name)]
+            .into_iter()
+            .find(|p| p.is_file())
+            .ok_or_else(|| csv_err(format!("{name}: no such file beside the CSV or in audio/")))?;
+        files.push(file);
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_are_searched_recursively_and_csvs_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("audio/sub")).unwrap();
+        for f in ["audio/a.wav", "audio/sub/b.FLAC", "audio/notes.txt"] {
+            std::fs::write(root.join(f), b"x").unwrap();
+        }
+        let found = list_audio(root).unwrap();
+        assert_eq!(
+            found,
+            vec![root.join("audio/a.wav"), root.join("audio/sub/b.FLAC")]
+        );
+
+        std::fs::write(
+            root.join("list.csv"),
+            "fold,filename\n1,a.wav\n\n2,sub/b.FLAC\n",
+        )
+        .unwrap();
+        assert_eq!(list_audio(&root.join("list.csv")).unwrap(), found);
+
+        std::fs::write(root.join("bad.csv"), "filename\na.wav\nmissing.wav\n").unwrap();
+        let msg = list_audio(&root.join("bad.csv")).unwrap_err().to_string();
+        assert!(
+            msg.contains("bad.csv:3") && msg.contains("missing.wav"),
+            "{msg}"
+        );
+
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            list_audio(empty.path()),
+            Err(DataError::NoAudio { .. })
+        ));
+        assert!(matches!(
+            list_audio(&root.join("nope")),
+            Err(DataError::Io { .. })
+        ));
+    }
+}

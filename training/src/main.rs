@@ -1,0 +1,62 @@
+//! `ajepa-train`: JEPA pretraining.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use audio_jepa::FrontendConfig;
+use audio_jepa_training::data::list_audio;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "ajepa-train", version, about = "Audio-JEPA pretraining")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a dataset before training: decode every file, report durations and failures
+    Scan {
+        /// A folder (searched recursively) or a CSV with a `filename` column
+        #[arg(long)]
+        data: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Scan { data } => scan(&data),
+    }
+}
+
+fn scan(data: &std::path::Path) -> anyhow::Result<()> {
+    let files = list_audio(data).with_context(|| format!("listing {}", data.display()))?;
+    let rate = FrontendConfig::default().sample_rate;
+    let (mut seconds, mut failures) = (0.0, 0usize);
+    let mut rates = std::collections::BTreeMap::new();
+    for f in &files {
+        match audio_jepa::audio::decode_mono(f) {
+            Ok(a) => {
+                seconds += a.samples.len() as f64 / a.sample_rate as f64;
+                *rates
+                    .entry((a.sample_rate, a.source_channels))
+                    .or_insert(0usize) += 1;
+            }
+            Err(e) => {
+                failures += 1;
+                eprintln!("skip: {e}");
+            }
+        }
+    }
+    println!(
+        "{} files, {} unreadable, {:.2} h of audio (resampled to {rate} Hz for training)",
+        files.len(),
+        failures,
+        seconds / 3600.0
+    );
+    for ((r, ch), n) in rates {
+        println!("  {n:>6} files at {r} Hz, {ch} channel(s)");
+    }
+    Ok(())
+}
