@@ -24,7 +24,7 @@ pub enum AudioError {
     NotFound { path: PathBuf },
     #[error("{path}: is a directory, not an audio file")]
     NotAFile { path: PathBuf },
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read")]
     Io {
         path: PathBuf,
         #[source]

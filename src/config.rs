@@ -11,13 +11,13 @@ use serde::{Deserialize, Serialize};
 /// Errors from loading or validating a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("malformed config {path}: {source}")]
+    #[error("malformed config {path}")]
     Parse {
         path: PathBuf,
         #[source]
@@ -317,9 +317,10 @@ mod tests {
     fn toml_errors_name_the_file_and_the_key() {
         let origin = Path::new("profile.toml");
         let typo = "[frontend]\nn_mel = 64\n";
-        let msg = Profile::from_toml_str(typo, origin)
-            .unwrap_err()
-            .to_string();
+        let err = Profile::from_toml_str(typo, origin).unwrap_err();
+        // The file is in the message, the cause (with the key) in the source chain.
+        let cause = std::error::Error::source(&err).map(|s| s.to_string());
+        let msg = format!("{err}: {}", cause.unwrap_or_default());
         assert!(
             msg.contains("profile.toml") && msg.contains("n_mel"),
             "{msg}"

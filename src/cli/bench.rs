@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
 use audio_jepa::frontend::{LogMelExtractor, StreamingFbank};
 use serde::Serialize;
 
@@ -148,8 +147,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = &profile.frontend;
     let (samples, input) = match &args.input {
         Some(path) => {
-            let audio = audio_jepa::audio::load(path, cfg.sample_rate)
-                .with_context(|| format!("decoding {}", path.display()))?;
+            let audio = audio_jepa::audio::load(path, cfg.sample_rate)?;
             (audio.samples, path.display().to_string())
         }
         None => {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use audio_jepa::arrays::write_npy;
 use audio_jepa::frontend::{normalize, LogMelExtractor};
 use audio_jepa::render::{write_png, RenderOptions};
@@ -34,8 +34,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let profile = super::load_profile(args.profile.as_deref())?;
     let cfg = &profile.frontend;
-    let audio = audio_jepa::audio::load(&args.input, cfg.sample_rate)
-        .with_context(|| format!("decoding {}", args.input.display()))?;
+    // AudioError already names the file and the cause.
+    let audio = audio_jepa::audio::load(&args.input, cfg.sample_rate)?;
     let mut fe = LogMelExtractor::new(cfg)?;
     let mut spec = fe.compute(&audio.samples);
     if spec.n_frames == 0 {

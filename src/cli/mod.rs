@@ -42,12 +42,41 @@ pub fn load_profile(profile: Option<&Path>) -> anyhow::Result<Profile> {
     let Some(arg) = profile else {
         return Ok(Profile::default());
     };
-    let path: PathBuf = if arg.exists() || arg.extension().is_some() {
-        arg.to_path_buf()
-    } else {
-        Path::new("firmware-config")
-            .join(arg)
-            .with_extension("toml")
-    };
-    Profile::load(&path).with_context(|| format!("loading profile {}", arg.display()))
+    if arg.exists() || arg.extension().is_some() {
+        return Profile::load(arg).with_context(|| format!("loading profile {}", arg.display()));
+    }
+    // A bare name: look in ./firmware-config, then in the source tree's firmware-config, so
+    // `--profile laptop` works from any directory for a user who built from a clone.
+    let dirs = [
+        PathBuf::from("firmware-config"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config"),
+    ];
+    for dir in &dirs {
+        let path = dir.join(arg).with_extension("toml");
+        if path.is_file() {
+            return Profile::load(&path)
+                .with_context(|| format!("loading profile {}", path.display()));
+        }
+    }
+    let mut known: Vec<String> = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            let stem = p.file_stem()?.to_string_lossy().into_owned();
+            (p.extension()? == "toml").then_some(stem)
+        })
+        .collect();
+    known.sort();
+    known.dedup();
+    anyhow::bail!(
+        "no profile named `{}`; known profiles: {} (or give a path to a .toml file)",
+        arg.display(),
+        if known.is_empty() {
+            "none found".to_string()
+        } else {
+            known.join(", ")
+        }
+    )
 }

@@ -11,13 +11,24 @@ pub fn hz_to_mel(hz: f64) -> f64 {
     1127.0 * (1.0 + hz / 700.0).ln()
 }
 
+/// Filters are padded with zero weights to a multiple of this many bins, so that [`apply`]
+/// runs whole 8-lane blocks with no scalar tail (most low filters span only one to three bins,
+/// and a branchy tail per filter cost more than the padded multiply-adds).
+///
+/// [`apply`]: MelFilterbank::apply
+pub const LANES: usize = 8;
+
 #[derive(Debug, Clone)]
 pub struct MelFilterbank {
     /// First FFT bin of each filter's non-zero run.
     starts: Vec<usize>,
-    /// `offsets[m] .. offsets[m + 1]` indexes `weights` for filter `m`.
+    /// `offsets[m] .. offsets[m + 1]` indexes `weights` for filter `m`, padded to [`LANES`].
     offsets: Vec<usize>,
+    /// Number of non-zero weights of filter `m` (before padding).
+    lens: Vec<usize>,
     weights: Vec<f32>,
+    /// Bins the power spectrum must hold for [`MelFilterbank::apply`] (padding included).
+    span: usize,
 }
 
 impl MelFilterbank {
@@ -33,6 +44,8 @@ impl MelFilterbank {
             .map(|k| hz_to_mel(fft_bin_width * k as f64))
             .collect();
         let mut starts = Vec::with_capacity(n_mels);
+        let mut lens = Vec::with_capacity(n_mels);
+        let mut span = 0;
         let mut offsets = Vec::with_capacity(n_mels + 1);
         let mut weights = Vec::new();
         offsets.push(0);
@@ -54,48 +67,63 @@ impl MelFilterbank {
                         .find(|&k| w(bin_mels[k]) <= 0.0)
                         .unwrap_or(num_fft_bins);
                     starts.push(s);
+                    lens.push(end - s);
                     weights.extend((s..end).map(|k| w(bin_mels[k]) as f32));
+                    let padded = (end - s).div_ceil(LANES) * LANES;
+                    weights.resize(weights.len() + padded - (end - s), 0.0);
+                    span = span.max(s + padded);
                 }
-                None => starts.push(0),
+                None => {
+                    starts.push(0);
+                    lens.push(0);
+                }
             }
             offsets.push(weights.len());
         }
         Self {
             starts,
             offsets,
+            lens,
             weights,
+            span,
         }
+    }
+
+    /// How many power-spectrum bins [`MelFilterbank::apply`] reads (at least `n_fft / 2`;
+    /// bins past the spectrum only meet zero weights, so the caller keeps them at zero).
+    pub fn span(&self) -> usize {
+        self.span
     }
 
     pub fn n_mels(&self) -> usize {
         self.starts.len()
     }
 
-    /// Number of non-zero weights (the multiply-adds per frame).
+    /// Number of non-zero weights.
     pub fn nnz(&self) -> usize {
-        self.weights.len()
+        self.lens.iter().sum()
     }
 
-    /// Weights of filter `m` and the FFT bin they start at.
+    /// Non-zero weights of filter `m` and the FFT bin they start at.
     pub fn filter(&self, m: usize) -> (usize, &[f32]) {
-        (
-            self.starts[m],
-            &self.weights[self.offsets[m]..self.offsets[m + 1]],
-        )
+        let o = self.offsets[m];
+        (self.starts[m], &self.weights[o..o + self.lens[m]])
     }
 
-    /// `out[m] = sum_k power[k] * W[m, k]`; `power` holds at least `n_fft / 2` bins.
-    #[inline]
+    /// `out[m] = sum_k power[k] * W[m, k]`; `power` holds at least [`MelFilterbank::span`]
+    /// bins, the ones past the spectrum set to zero.
+    #[inline(always)]
     pub fn apply(&self, power: &[f32], out: &mut [f32]) {
         for (m, o) in out.iter_mut().enumerate().take(self.n_mels()) {
-            let (s, w) = self.filter(m);
+            let s = self.starts[m];
+            let w = &self.weights[self.offsets[m]..self.offsets[m + 1]];
             *o = dot(&power[s..s + w.len()], w);
         }
     }
 }
 
-/// Dot product with four independent accumulators so the compiler can vectorise it.
-#[inline]
+/// Dot product with eight independent accumulators so the compiler can vectorise it.
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let mut ca = a.chunks_exact(8);
