@@ -11,22 +11,35 @@ pub fn hz_to_mel(hz: f64) -> f64 {
     1127.0 * (1.0 + hz / 700.0).ln()
 }
 
-/// Filters are padded with zero weights to a multiple of this many bins, so that [`apply`]
-/// runs whole 8-lane blocks with no scalar tail (most low filters span only one to three bins,
-/// and a branchy tail per filter cost more than the padded multiply-adds).
-///
-/// [`apply`]: MelFilterbank::apply
+/// Filters are computed [`LANES`] at a time.
 pub const LANES: usize = 8;
+/// Independent accumulators per group (bins consumed per step), to hide the add latency.
+const UNROLL: usize = 4;
+
+/// One group of [`LANES`] neighbouring filters: a dense band of the filterbank matrix.
+#[derive(Debug, Clone)]
+struct Group {
+    /// First FFT bin any filter of the group touches.
+    start: usize,
+    /// Bins in the band, a multiple of [`UNROLL`].
+    len: usize,
+    /// Where the band's `len x LANES` weights (bin-major) begin in `dense`.
+    offset: usize,
+}
 
 #[derive(Debug, Clone)]
 pub struct MelFilterbank {
     /// First FFT bin of each filter's non-zero run.
     starts: Vec<usize>,
-    /// `offsets[m] .. offsets[m + 1]` indexes `weights` for filter `m`, padded to [`LANES`].
+    /// `offsets[m] .. offsets[m + 1]` indexes `weights` for filter `m`.
     offsets: Vec<usize>,
-    /// Number of non-zero weights of filter `m` (before padding).
-    lens: Vec<usize>,
     weights: Vec<f32>,
+    /// The same weights as dense bands of [`LANES`] filters: for each bin of a band, the
+    /// weights of its filters side by side. Each step is then one vector multiply-add of a
+    /// broadcast power bin with [`LANES`] weights, and no horizontal sum is needed; a sparse
+    /// dot product per filter spent most of its time reducing lanes of one- to three-bin filters.
+    groups: Vec<Group>,
+    dense: Vec<f32>,
     /// Bins the power spectrum must hold for [`MelFilterbank::apply`] (padding included).
     span: usize,
 }
@@ -44,8 +57,6 @@ impl MelFilterbank {
             .map(|k| hz_to_mel(fft_bin_width * k as f64))
             .collect();
         let mut starts = Vec::with_capacity(n_mels);
-        let mut lens = Vec::with_capacity(n_mels);
-        let mut span = 0;
         let mut offsets = Vec::with_capacity(n_mels + 1);
         let mut weights = Vec::new();
         offsets.push(0);
@@ -67,25 +78,46 @@ impl MelFilterbank {
                         .find(|&k| w(bin_mels[k]) <= 0.0)
                         .unwrap_or(num_fft_bins);
                     starts.push(s);
-                    lens.push(end - s);
                     weights.extend((s..end).map(|k| w(bin_mels[k]) as f32));
-                    let padded = (end - s).div_ceil(LANES) * LANES;
-                    weights.resize(weights.len() + padded - (end - s), 0.0);
-                    span = span.max(s + padded);
                 }
-                None => {
-                    starts.push(0);
-                    lens.push(0);
-                }
+                None => starts.push(0),
             }
             offsets.push(weights.len());
         }
-        Self {
+        let mut fb = Self {
             starts,
             offsets,
-            lens,
             weights,
-            span,
+            groups: Vec::new(),
+            dense: Vec::new(),
+            span: num_fft_bins,
+        };
+        fb.build_bands();
+        fb
+    }
+
+    fn build_bands(&mut self) {
+        let n = self.n_mels();
+        for g0 in (0..n).step_by(LANES) {
+            let members = g0..(g0 + LANES).min(n);
+            let nonempty = members.clone().filter(|&m| !self.filter(m).1.is_empty());
+            let start = nonempty.clone().map(|m| self.starts[m]).min().unwrap_or(0);
+            let end = nonempty
+                .map(|m| self.starts[m] + self.filter(m).1.len())
+                .max()
+                .unwrap_or(0);
+            let len = end.saturating_sub(start).div_ceil(UNROLL) * UNROLL;
+            let offset = self.dense.len();
+            self.dense.resize(offset + len * LANES, 0.0);
+            for m in members {
+                let s = self.starts[m];
+                let w = &self.weights[self.offsets[m]..self.offsets[m + 1]];
+                for (i, &wi) in w.iter().enumerate() {
+                    self.dense[offset + (s + i - start) * LANES + (m - g0)] = wi;
+                }
+            }
+            self.span = self.span.max(start + len);
+            self.groups.push(Group { start, len, offset });
         }
     }
 
@@ -101,43 +133,39 @@ impl MelFilterbank {
 
     /// Number of non-zero weights.
     pub fn nnz(&self) -> usize {
-        self.lens.iter().sum()
+        self.weights.len()
     }
 
     /// Non-zero weights of filter `m` and the FFT bin they start at.
     pub fn filter(&self, m: usize) -> (usize, &[f32]) {
-        let o = self.offsets[m];
-        (self.starts[m], &self.weights[o..o + self.lens[m]])
+        (
+            self.starts[m],
+            &self.weights[self.offsets[m]..self.offsets[m + 1]],
+        )
     }
 
     /// `out[m] = sum_k power[k] * W[m, k]`; `power` holds at least [`MelFilterbank::span`]
-    /// bins, the ones past the spectrum set to zero.
+    /// bins, the ones past the spectrum set to zero (they meet only zero weights).
     #[inline(always)]
     pub fn apply(&self, power: &[f32], out: &mut [f32]) {
-        for (m, o) in out.iter_mut().enumerate().take(self.n_mels()) {
-            let s = self.starts[m];
-            let w = &self.weights[self.offsets[m]..self.offsets[m + 1]];
-            *o = dot(&power[s..s + w.len()], w);
+        let n = self.n_mels().min(out.len());
+        for (g, grp) in self.groups.iter().enumerate() {
+            let p = &power[grp.start..grp.start + grp.len];
+            let w = &self.dense[grp.offset..grp.offset + grp.len * LANES];
+            let mut acc = [[0.0f32; LANES]; UNROLL];
+            for (pk, wk) in p.chunks_exact(UNROLL).zip(w.chunks_exact(UNROLL * LANES)) {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    for i in 0..LANES {
+                        a[i] += pk[j] * wk[j * LANES + i];
+                    }
+                }
+            }
+            let base = g * LANES;
+            for i in 0..LANES.min(n - base) {
+                out[base + i] = (acc[0][i] + acc[1][i]) + (acc[2][i] + acc[3][i]);
+            }
         }
     }
-}
-
-/// Dot product with eight independent accumulators so the compiler can vectorise it.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut tail = 0.0;
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        tail += x * y;
-    }
-    (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
 }
 
 #[cfg(test)]
@@ -184,12 +212,25 @@ mod tests {
     }
 
     #[test]
-    fn dot_matches_naive_sum_for_odd_lengths() {
-        for n in [0usize, 1, 7, 8, 9, 23] {
-            let a: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
-            let b: Vec<f32> = (0..n).map(|i| 1.0 - i as f32 * 0.25).collect();
-            let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-            assert!((dot(&a, &b) - naive).abs() <= 1e-4 * naive.abs().max(1.0));
+    fn apply_matches_a_dense_product() {
+        for n_mels in [128usize, 80, 23, 1] {
+            let fb = MelFilterbank::new(n_mels, 512, 16_000.0, 20.0, 8_000.0);
+            let mut power = vec![0.0f32; fb.span()];
+            for (k, p) in power.iter_mut().take(257).enumerate() {
+                *p = 1.0 + (k as f32 * 0.37).sin().abs() * 100.0;
+            }
+            let mut out = vec![0.0; n_mels];
+            fb.apply(&power, &mut out);
+            for (m, &o) in out.iter().enumerate() {
+                let (s, w) = fb.filter(m);
+                let dense: f64 = w
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &wi)| wi as f64 * power[s + i] as f64)
+                    .sum();
+                let tol = 1e-6 * dense.max(1.0);
+                assert!((o as f64 - dense).abs() <= tol, "{n_mels} mels, filter {m}");
+            }
         }
     }
 }
