@@ -4,6 +4,7 @@
 //! - [`config`]: typed, validated TOML profiles (`firmware-config/`).
 //! - [`audio`]: any common audio file to mono f32 at the front end's rate.
 //! - [`frontend`]: the Kaldi-compatible log-mel front end, offline and streaming, and patches.
+//! - [`model`]: the ViT encoder over log-mel patches, and its safetensors checkpoints.
 //! - [`arrays`], [`render`]: `.npy` output and spectrogram images.
 //!
 //! The front end knows nothing of audio devices, threads or terminals; training (the
@@ -16,3 +17,4 @@ pub mod frontend;
 pub mod render;
 
 pub use config::{FrontendConfig, Profile};
+pub mod model;

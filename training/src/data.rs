@@ -33,6 +33,11 @@ fn is_audio(path: &Path) -> bool {
 /// reproducible), or the files listed in a CSV whose `filename` column (or first column) names
 /// them relative to the CSV's folder or to its `audio/` subfolder (the ESC-50 layout).
 pub fn list_audio(source: &Path) -> Result<Vec<PathBuf>, DataError> {
+    list_audio_folds(source, None)
+}
+
+/// As [`list_audio`]; for a CSV with a `fold` column (ESC-50), only the rows of `folds`.
+pub fn list_audio_folds(source: &Path, folds: Option<&[u32]>) -> Result<Vec<PathBuf>, DataError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| DataError::Io { path, source }
@@ -54,7 +59,7 @@ pub fn list_audio(source: &Path) -> Result<Vec<PathBuf>, DataError> {
         files.sort();
         files
     } else {
-        list_csv(source)?
+        list_csv(source, folds)?
     };
     if files.is_empty() {
         return Err(DataError::NoAudio {
@@ -64,7 +69,7 @@ pub fn list_audio(source: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(files)
 }
 
-fn list_csv(path: &Path) -> Result<Vec<PathBuf>, DataError> {
+fn list_csv(path: &Path, folds: Option<&[u32]>) -> Result<Vec<PathBuf>, DataError> {
     let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
         source,
@@ -81,6 +86,16 @@ fn list_csv(path: &Path) -> Result<Vec<PathBuf>, DataError> {
         .split(',')
         .position(|h| h.trim().eq_ignore_ascii_case("filename"))
         .unwrap_or(0);
+    let fold_col = header
+        .split(',')
+        .position(|h| h.trim().eq_ignore_ascii_case("fold"));
+    if folds.is_some() && fold_col.is_none() {
+        return Err(DataError::Csv {
+            path: path.to_path_buf(),
+            line: 1,
+            reason: "folds were asked for but the CSV has no `fold` column".into(),
+        });
+    }
     let mut files = Vec::new();
     for (i, line) in lines {
         let csv_err = |reason: String| DataError::Csv {
@@ -94,6 +109,16 @@ fn list_csv(path: &Path) -> Result<Vec<PathBuf>, DataError> {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| csv_err(format!("no value in column {}", col + 1)))?;
+        if let (Some(folds), Some(fc)) = (folds, fold_col) {
+            let fold: u32 = line
+                .split(',')
+                .nth(fc)
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| csv_err("fold is not a number".into()))?;
+            if !folds.contains(&fold) {
+                continue;
+            }
+        }
         let file = [base.join(name), base.join("audio").join(name)]
             .into_iter()
             .find(|p| p.is_file())

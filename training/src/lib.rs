@@ -1,6 +1,19 @@
-//! JEPA pretraining for audio-jepa (see ../shared/DESIGN.md and the project's issues): data
-//! loading, masks, predictor, EMA target encoder, schedules, checkpoints.
+//! audio-jepa-training: JEPA pretraining of the audio-jepa encoder.
 //!
-//! This crate depends on the root library (front end, encoder), never the reverse.
+//! One concern per module, as in I-JEPA's src/: [`masks`] (multiblock, time-frequency,
+//! curriculum), [`predictor`], [`jepa`] (model bundle, loss, EMA), [`optim`] (AdamW),
+//! [`schedules`], [`data`] (file lists), [`features`] (cached log-mel), [`loader`] (batches),
+//! [`monitor`] (collapse watch), [`train`] (step and checkpoints), [`config`].
 
+pub mod config;
 pub mod data;
+pub mod features;
+pub mod jepa;
+pub mod loader;
+pub mod masks;
+pub mod monitor;
+pub mod optim;
+pub mod plot;
+pub mod predictor;
+pub mod schedules;
+pub mod train;

@@ -7,6 +7,8 @@ use audio_jepa::FrontendConfig;
 use audio_jepa_training::data::list_audio;
 use clap::{Parser, Subcommand};
 
+mod pretrain;
+
 #[derive(Debug, Parser)]
 #[command(name = "ajepa-train", version, about = "Audio-JEPA pretraining")]
 struct Cli {
@@ -22,11 +24,28 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Pretrain an encoder with JEPA on unlabeled audio
+    Pretrain(pretrain::Args),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match Cli::parse().command {
         Command::Scan { data } => scan(&data),
+        Command::Pretrain(args) => pretrain::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

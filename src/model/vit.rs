@@ -1,0 +1,250 @@
+//! ViT encoder blocks (pre-norm: LayerNorm, multi-head self-attention, LayerNorm, GELU MLP).
+//!
+//! Mirrors `VisionTransformer` in I-JEPA's src/models/vision_transformer.py: the same parameter
+//! names, exact-erf GELU (PyTorch's `nn.GELU()` default), LayerNorm with learned scale and bias
+//! and a final LayerNorm. The forward pass takes every patch or only the patches named by
+//! `keep` (I-JEPA's `apply_masks`), which is how the context encoder sees the visible patches.
+
+use std::sync::Mutex;
+
+use candle_core::{IndexOp, Module, Result, Tensor, D};
+use candle_nn::{linear, Init, Linear, VarBuilder};
+
+use super::pos_embed::sincos_2d;
+use super::EncoderConfig;
+
+/// Which kernels to use. candle's fused layer-norm and last-dimension softmax are fast but
+/// have no backward pass; training composes them from differentiable operations instead. Both
+/// compute the same function (a test compares them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Inference,
+    Train,
+}
+
+/// LayerNorm with learned scale (`weight`) and shift (`bias`).
+#[derive(Debug, Clone)]
+pub struct Norm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl Norm {
+    pub fn load(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints(dim, "weight", Init::Const(1.0))?,
+            bias: vb.get_with_hints(dim, "bias", Init::Const(0.0))?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        if mode == Mode::Inference && x.is_contiguous() {
+            candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32)
+        } else {
+            candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    qkv: Linear,
+    proj: Linear,
+    num_heads: usize,
+    scale: f64,
+}
+
+impl Attention {
+    fn load(cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.embed_dim;
+        Ok(Self {
+            qkv: linear(d, 3 * d, vb.pp("qkv"))?,
+            proj: linear(d, d, vb.pp("proj"))?,
+            num_heads: cfg.num_heads,
+            scale: (cfg.head_dim() as f64).powf(-0.5),
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (b, n, c) = x.dims3()?;
+        let h = self.num_heads;
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape((b, n, 3, h, c / h))?
+            .permute((2, 0, 3, 1, 4))?;
+        let q = (qkv.i(0)?.contiguous()? * self.scale)?;
+        let k = qkv.i(1)?.contiguous()?;
+        let v = qkv.i(2)?.contiguous()?;
+        let att = q.matmul(&k.t()?)?;
+        let att = match mode {
+            Mode::Inference => candle_nn::ops::softmax_last_dim(&att)?,
+            Mode::Train => candle_nn::ops::softmax(&att, D::Minus1)?,
+        };
+        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
+        self.proj.forward(&y)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Mlp {
+    fn load(cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.embed_dim;
+        let hidden = d * cfg.mlp_ratio;
+        Ok(Self {
+            fc1: linear(d, hidden, vb.pp("fc1"))?,
+            fc2: linear(hidden, d, vb.pp("fc2"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.fc2.forward(&self.fc1.forward(x)?.gelu_erf()?)
+    }
+}
+
+/// One pre-norm transformer block.
+#[derive(Debug, Clone)]
+pub struct Block {
+    norm1: Norm,
+    attn: Attention,
+    norm2: Norm,
+    mlp: Mlp,
+}
+
+impl Block {
+    pub fn load(cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            norm1: Norm::load(cfg.embed_dim, cfg.layer_norm_eps, vb.pp("norm1"))?,
+            attn: Attention::load(cfg, vb.pp("attn"))?,
+            norm2: Norm::load(cfg.embed_dim, cfg.layer_norm_eps, vb.pp("norm2"))?,
+            mlp: Mlp::load(cfg, vb.pp("mlp"))?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.norm1.forward(x, mode)?, mode)?)?;
+        &x + self.mlp.forward(&self.norm2.forward(&x, mode)?)?
+    }
+}
+
+/// Position embeddings of the widest grid seen so far; a narrower grid is a prefix of it
+/// (patches are numbered time-major), so one table serves every window length.
+#[derive(Debug, Default)]
+pub struct PosCache(Mutex<Option<Tensor>>);
+
+impl PosCache {
+    /// `[n_freq * n_time, dim]` on `like`'s device and dtype.
+    pub fn get(&self, n_freq: usize, n_time: usize, dim: usize, like: &Tensor) -> Result<Tensor> {
+        let n = n_freq * n_time;
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = slot.as_ref() {
+            if t.dim(0)? >= n && t.device().same_device(like.device()) && t.dtype() == like.dtype()
+            {
+                return t.narrow(0, 0, n);
+            }
+        }
+        // Grow in steps so that a slowly lengthening stream does not rebuild every call.
+        let cols = n_time.next_power_of_two().max(16);
+        let table = Tensor::from_vec(
+            sincos_2d(n_freq, cols, dim),
+            (n_freq * cols, dim),
+            like.device(),
+        )?
+        .to_dtype(like.dtype())?;
+        let out = table.narrow(0, 0, n)?;
+        *slot = Some(table);
+        Ok(out)
+    }
+}
+
+/// The encoder: patch embedding, position embedding, blocks, final norm.
+#[derive(Debug)]
+pub struct Encoder {
+    patch_embed: Linear,
+    blocks: Vec<Block>,
+    norm: Norm,
+    cfg: EncoderConfig,
+    mode: Mode,
+    pos: PosCache,
+}
+
+impl Encoder {
+    /// Builds the encoder from `vb` (weights under `patch_embed.proj`, `blocks.N`, `norm`).
+    pub fn load(vb: VarBuilder, cfg: &EncoderConfig) -> Result<Self> {
+        cfg.validate()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let d = cfg.embed_dim;
+        let blocks = (0..cfg.depth)
+            .map(|i| Block::load(cfg, vb.pp(format!("blocks.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            patch_embed: linear(cfg.patch_len(), d, vb.pp("patch_embed.proj"))?,
+            blocks,
+            norm: Norm::load(d, cfg.layer_norm_eps, vb.pp("norm"))?,
+            cfg: cfg.clone(),
+            mode: Mode::Inference,
+            pos: PosCache::default(),
+        })
+    }
+
+    pub fn config(&self) -> &EncoderConfig {
+        &self.cfg
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+    }
+
+    /// Patch tokens plus position embeddings: `[B, N, patch_len] -> [B, N, D]`, where
+    /// `N = n_freq * n_time` patches in time-major order.
+    pub fn embed(&self, patches: &Tensor) -> Result<Tensor> {
+        let (_, n, p) = patches.dims3()?;
+        let n_freq = self.cfg.n_freq();
+        if p != self.cfg.patch_len() || n % n_freq != 0 || n == 0 {
+            candle_core::bail!(
+                "expected [batch, k * {n_freq} patches, {}], got {:?}",
+                self.cfg.patch_len(),
+                patches.shape()
+            );
+        }
+        let x = self.patch_embed.forward(patches)?;
+        let pos = self.pos.get(n_freq, n / n_freq, self.cfg.embed_dim, &x)?;
+        x.broadcast_add(&pos)
+    }
+
+    /// Encodes `patches` (`[B, N, patch_len]`, a whole grid). With `keep` (`[B, K]`, u32 patch
+    /// indices) only those tokens enter the transformer, as in I-JEPA's context encoder; their
+    /// position embeddings are those of their place in the full grid. Returns `[B, K or N, D]`.
+    pub fn forward(&self, patches: &Tensor, keep: Option<&Tensor>) -> Result<Tensor> {
+        let mut x = self.embed(patches)?;
+        if let Some(idx) = keep {
+            x = gather_tokens(&x, idx)?;
+        }
+        for block in &self.blocks {
+            x = block.forward(&x, self.mode)?;
+        }
+        self.norm.forward(&x, self.mode)
+    }
+}
+
+/// `x[b, idx[b, k], :]` for `x: [B, N, D]`, `idx: [B, K]` (u32).
+pub fn gather_tokens(x: &Tensor, idx: &Tensor) -> Result<Tensor> {
+    let (b, _, d) = x.dims3()?;
+    let (bi, k) = idx.dims2()?;
+    if bi != b {
+        candle_core::bail!("index batch {bi} does not match token batch {b}");
+    }
+    let idx = idx.unsqueeze(2)?.broadcast_as((b, k, d))?.contiguous()?;
+    x.contiguous()?.gather(&idx, 1)
+}

@@ -1,0 +1,275 @@
+//! The training config: one TOML section per concern (I-JEPA's configs/*.yaml layout). The
+//! effective config is saved next to every checkpoint.
+
+use std::path::Path;
+
+use audio_jepa::model::{EncoderConfig, ModelError};
+use audio_jepa::FrontendConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::jepa::LossKind;
+use crate::masks::MaskConfig;
+use crate::predictor::PredictorConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainConfigError {
+    #[error("cannot read training config {path}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("malformed training config {path}")]
+    Parse {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid setting `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Masks(#[from] crate::masks::MaskError),
+}
+
+/// `[model]`: a preset, optionally overridden field by field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSection {
+    pub preset: String,
+    pub embed_dim: Option<usize>,
+    pub depth: Option<usize>,
+    pub num_heads: Option<usize>,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self {
+            preset: "edge".into(),
+            embed_dim: None,
+            depth: None,
+            num_heads: None,
+        }
+    }
+}
+
+impl ModelSection {
+    pub fn encoder_config(&self) -> Result<EncoderConfig, ModelError> {
+        let mut c = EncoderConfig::preset(&self.preset)?;
+        if let Some(v) = self.embed_dim {
+            c.embed_dim = v;
+        }
+        if let Some(v) = self.depth {
+            c.depth = v;
+        }
+        if let Some(v) = self.num_heads {
+            c.num_heads = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// `[optim]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimSection {
+    pub steps: u64,
+    pub batch_size: usize,
+    pub warmup_frac: f64,
+    pub start_lr: f64,
+    pub lr: f64,
+    pub final_lr: f64,
+    pub weight_decay: (f64, f64),
+    pub betas: (f64, f64),
+    pub eps: f64,
+    pub ema: (f64, f64),
+    pub clip_grad: f64,
+    pub loss: LossKind,
+    /// Stop when the loss exceeds this many times its running mean (an exploding run).
+    pub explode_factor: f64,
+}
+
+impl Default for OptimSection {
+    fn default() -> Self {
+        Self {
+            steps: 5_000,
+            batch_size: 32,
+            warmup_frac: 0.06,
+            start_lr: 1e-5,
+            lr: 5e-4,
+            final_lr: 1e-6,
+            weight_decay: (0.04, 0.4),
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            ema: (0.996, 1.0),
+            clip_grad: 1.0,
+            loss: LossKind::Mse,
+            explode_factor: 50.0,
+        }
+    }
+}
+
+/// `[data]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSection {
+    /// Frames per training crop (a multiple of the patch size): 256 frames = 2.56 s = 16 columns.
+    pub crop_frames: usize,
+    /// Uniform gain jitter, +- this many dB.
+    pub gain_jitter_db: f64,
+    pub loader_threads: usize,
+    /// Batches each loader thread may hold ready.
+    pub prefetch: usize,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            crop_frames: 256,
+            gain_jitter_db: 6.0,
+            loader_threads: 1,
+            prefetch: 4,
+        }
+    }
+}
+
+/// `[run]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunSection {
+    pub seed: u64,
+    pub log_every: u64,
+    pub checkpoint_every: u64,
+    /// Effective rank and spread of the target embeddings every this many steps (0: never).
+    pub rank_every: u64,
+    /// Clips in the fixed batch the collapse watch uses.
+    pub rank_clips: usize,
+    /// Effective rank (RankMe) of token embeddings below which a collapse warning is raised.
+    pub rank_warn: f64,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            log_every: 10,
+            checkpoint_every: 200,
+            rank_every: 100,
+            rank_clips: 64,
+            rank_warn: 2.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub frontend: FrontendConfig,
+    pub model: ModelSection,
+    pub predictor: PredictorConfig,
+    pub masks: MaskConfig,
+    pub optim: OptimSection,
+    pub data: DataSection,
+    pub run: RunSection,
+}
+
+impl TrainConfig {
+    pub fn load(path: &Path) -> Result<Self, TrainConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrainConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text, path)
+    }
+
+    pub fn from_toml_str(text: &str, origin: &Path) -> Result<Self, TrainConfigError> {
+        let cfg: Self = toml::from_str(text).map_err(|e| TrainConfigError::Parse {
+            path: origin.to_path_buf(),
+            source: Box::new(e),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot serialise: {e}\n"))
+    }
+
+    pub fn validate(&self) -> Result<(), TrainConfigError> {
+        let invalid =
+            |field: &'static str, reason: String| Err(TrainConfigError::Invalid { field, reason });
+        self.frontend
+            .validate()
+            .map_err(|e| TrainConfigError::Invalid {
+                field: "frontend",
+                reason: e.to_string(),
+            })?;
+        let enc = self.model.encoder_config()?;
+        if enc.n_mels != self.frontend.n_mels {
+            return invalid(
+                "model",
+                format!(
+                    "encoder expects {} mel bins, the front end makes {}",
+                    enc.n_mels, self.frontend.n_mels
+                ),
+            );
+        }
+        self.predictor.block_config(&enc).validate()?;
+        self.masks.validate()?;
+        let o = &self.optim;
+        if o.steps == 0 || o.batch_size == 0 {
+            return invalid(
+                "optim.steps",
+                "steps and batch_size must be positive".into(),
+            );
+        }
+        if !(o.lr > 0.0 && o.start_lr >= 0.0 && o.final_lr >= 0.0) {
+            return invalid("optim.lr", "learning rates must be positive".into());
+        }
+        if !(0.0..1.0).contains(&o.warmup_frac) {
+            return invalid(
+                "optim.warmup_frac",
+                format!("{} not in [0, 1)", o.warmup_frac),
+            );
+        }
+        if !(o.ema.0 > 0.0 && o.ema.0 <= o.ema.1 && o.ema.1 <= 1.0) {
+            return invalid(
+                "optim.ema",
+                format!("{:?} must satisfy 0 < start <= end <= 1", o.ema),
+            );
+        }
+        if !(o.betas.0 >= 0.0 && o.betas.0 < 1.0 && o.betas.1 >= 0.0 && o.betas.1 < 1.0) {
+            return invalid("optim.betas", format!("{:?} not in [0, 1)", o.betas));
+        }
+        let d = &self.data;
+        if d.crop_frames == 0 || d.crop_frames % enc.patch_size != 0 {
+            return invalid(
+                "data.crop_frames",
+                format!(
+                    "{} must be a positive multiple of the patch size {}",
+                    d.crop_frames, enc.patch_size
+                ),
+            );
+        }
+        if d.loader_threads == 0 || d.prefetch == 0 {
+            return invalid(
+                "data.loader_threads",
+                "need at least one loader thread and one batch of prefetch".into(),
+            );
+        }
+        if self.run.log_every == 0 || self.run.checkpoint_every == 0 {
+            return invalid(
+                "run.log_every",
+                "log_every and checkpoint_every must be positive".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Warm-up steps.
+    pub fn warmup_steps(&self) -> u64 {
+        (self.optim.steps as f64 * self.optim.warmup_frac).round() as u64
+    }
+}

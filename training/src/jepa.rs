@@ -1,0 +1,277 @@
+//! The JEPA: context encoder, EMA target encoder and predictor, their initialisation, the loss
+//! and the EMA update (I-JEPA's src/train.py `train_step`, A-JEPA's squared-L2 loss).
+
+use std::collections::HashMap;
+
+use audio_jepa::model::vit::{gather_tokens, Mode};
+use audio_jepa::model::{Encoder, EncoderConfig};
+use candle_core::{DType, Device, Result, Tensor, Var, D};
+use candle_nn::{VarBuilder, VarMap};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::masks::BatchMasks;
+use crate::predictor::{Predictor, PredictorConfig};
+
+/// The regression loss between predicted and target latents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// Mean squared error (A-JEPA).
+    Mse,
+    /// Smooth L1 with beta 1 (I-JEPA).
+    SmoothL1,
+}
+
+pub struct Jepa {
+    pub enc_cfg: EncoderConfig,
+    pub pred_cfg: PredictorConfig,
+    pub context: Encoder,
+    pub target: Encoder,
+    pub predictor: Predictor,
+    context_vars: VarMap,
+    target_vars: VarMap,
+    predictor_vars: VarMap,
+    pub device: Device,
+}
+
+/// The indices of one batch's masks as tensors.
+pub struct MaskTensors {
+    pub context: Tensor,
+    pub targets: Vec<Tensor>,
+}
+
+impl MaskTensors {
+    pub fn new(m: &BatchMasks, device: &Device) -> Result<Self> {
+        let stack = |rows: &[Vec<u32>]| -> Result<Tensor> {
+            let b = rows.len();
+            let k = rows.first().map_or(0, Vec::len);
+            let flat: Vec<u32> = rows.iter().flatten().copied().collect();
+            Tensor::from_vec(flat, (b, k), device)
+        };
+        Ok(Self {
+            context: stack(&m.context)?,
+            targets: m.targets.iter().map(|t| stack(t)).collect::<Result<_>>()?,
+        })
+    }
+}
+
+fn sorted_vars(vm: &VarMap) -> Vec<(String, Var)> {
+    let data = vm.data().lock().unwrap_or_else(|p| p.into_inner());
+    let mut v: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// I-JEPA's initialisation (src/models/vision_transformer.py `_init_weights`, `fix_init_weight`):
+/// linear weights ~ N(0, 0.02) (its truncation at +-2 is 100 standard deviations out), biases 0,
+/// LayerNorm 1 and 0, the mask token N(0, 0.02); the output projections of block `i` are scaled
+/// by `1 / sqrt(2 (i + 1))`. Seeded, in name order, so a run is reproducible.
+fn init_vars(vm: &VarMap, rng: &mut ChaCha8Rng) -> Result<()> {
+    for (name, var) in sorted_vars(vm) {
+        let t = var.as_tensor();
+        let is_norm = name.contains("norm");
+        let value = if name.ends_with(".bias") {
+            t.zeros_like()?
+        } else if is_norm {
+            t.ones_like()?
+        } else {
+            let n = t.elem_count();
+            let mut data = Vec::with_capacity(n);
+            while data.len() < n {
+                // Box-Muller.
+                let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
+                let u2: f64 = rng.gen();
+                let r = (-2.0 * u1.ln()).sqrt();
+                data.push((r * (2.0 * std::f64::consts::PI * u2).cos() * 0.02) as f32);
+                data.push((r * (2.0 * std::f64::consts::PI * u2).sin() * 0.02) as f32);
+            }
+            data.truncate(n);
+            let mut w = Tensor::from_vec(data, t.shape(), t.device())?;
+            if name.ends_with("attn.proj.weight") || name.ends_with("mlp.fc2.weight") {
+                if let Some(layer) = block_index(&name) {
+                    w = (w / (2.0 * (layer as f64 + 1.0)).sqrt())?;
+                }
+            }
+            w
+        };
+        var.set(&value)?;
+    }
+    Ok(())
+}
+
+fn block_index(name: &str) -> Option<usize> {
+    let rest = name.split("blocks.").nth(1)?;
+    rest.split('.').next()?.parse().ok()
+}
+
+impl Jepa {
+    /// A freshly initialised JEPA (seeded); the target encoder starts as a copy of the context one.
+    pub fn new(
+        enc_cfg: &EncoderConfig,
+        pred_cfg: &PredictorConfig,
+        device: &Device,
+        seed: u64,
+    ) -> Result<Self> {
+        let context_vars = VarMap::new();
+        let target_vars = VarMap::new();
+        let predictor_vars = VarMap::new();
+        let mut context = Encoder::load(
+            VarBuilder::from_varmap(&context_vars, DType::F32, device),
+            enc_cfg,
+        )?;
+        context.set_mode(Mode::Train);
+        let target = Encoder::load(
+            VarBuilder::from_varmap(&target_vars, DType::F32, device),
+            enc_cfg,
+        )?;
+        let predictor = Predictor::load(
+            VarBuilder::from_varmap(&predictor_vars, DType::F32, device),
+            pred_cfg,
+            enc_cfg,
+        )?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        init_vars(&context_vars, &mut rng)?;
+        init_vars(&predictor_vars, &mut rng)?;
+        let jepa = Self {
+            enc_cfg: enc_cfg.clone(),
+            pred_cfg: pred_cfg.clone(),
+            context,
+            target,
+            predictor,
+            context_vars,
+            target_vars,
+            predictor_vars,
+            device: device.clone(),
+        };
+        jepa.ema_update(0.0)?;
+        Ok(jepa)
+    }
+
+    /// Parameters the optimiser updates: `context.*` and `predictor.*`.
+    pub fn trainable_vars(&self) -> Vec<(String, Var)> {
+        let mut v: Vec<(String, Var)> = sorted_vars(&self.context_vars)
+            .into_iter()
+            .map(|(k, var)| (format!("context.{k}"), var))
+            .collect();
+        v.extend(
+            sorted_vars(&self.predictor_vars)
+                .into_iter()
+                .map(|(k, var)| (format!("predictor.{k}"), var)),
+        );
+        v
+    }
+
+    /// The target encoder's parameters (never given to the optimiser).
+    pub fn target_vars(&self) -> Vec<(String, Var)> {
+        sorted_vars(&self.target_vars)
+    }
+
+    /// `target = m * target + (1 - m) * context`, parameter by parameter.
+    pub fn ema_update(&self, momentum: f64) -> Result<()> {
+        let ctx: HashMap<String, Var> = sorted_vars(&self.context_vars).into_iter().collect();
+        for (name, t) in sorted_vars(&self.target_vars) {
+            let c = ctx
+                .get(&name)
+                .ok_or_else(|| candle_core::Error::Msg(format!("no context parameter {name}")))?;
+            let next = if momentum == 0.0 {
+                c.as_tensor().copy()?
+            } else {
+                ((t.as_tensor() * momentum)? + (c.as_tensor() * (1.0 - momentum))?)?
+            };
+            t.set(&next)?;
+        }
+        Ok(())
+    }
+
+    /// Target latents: the target encoder on every patch, layer-normalised without affine
+    /// parameters (I-JEPA: `F.layer_norm(h, (h.size(-1),))`), detached from the graph.
+    pub fn targets(&self, patches: &Tensor) -> Result<Tensor> {
+        let h = self.target.forward(patches, None)?.detach();
+        let mean = h.mean_keepdim(D::Minus1)?;
+        let c = h.broadcast_sub(&mean)?;
+        let var = c.sqr()?.mean_keepdim(D::Minus1)?;
+        c.broadcast_div(&(var + 1e-5)?.sqrt()?)
+    }
+
+    /// The JEPA loss of one batch: `patches` `[B, N, patch_len]`, masks as index tensors.
+    pub fn loss(&self, patches: &Tensor, masks: &MaskTensors, kind: LossKind) -> Result<Tensor> {
+        let n = patches.dim(1)?;
+        let h = self.targets(patches)?;
+        let z = self.context.forward(patches, Some(&masks.context))?;
+        let preds = self
+            .predictor
+            .forward(&z, &masks.context, &masks.targets, n)?;
+        let mut total: Option<Tensor> = None;
+        let mut count = 0usize;
+        for (pred, idx) in preds.iter().zip(&masks.targets) {
+            let target = gather_tokens(&h, idx)?;
+            let diff = (pred - target)?;
+            let per = match kind {
+                LossKind::Mse => diff.sqr()?,
+                LossKind::SmoothL1 => {
+                    let d = diff.abs()?;
+                    let c = d.clamp(0f32, 1f32)?;
+                    ((c.sqr()? * 0.5)? + (d - c)?)?
+                }
+            };
+            count += per.elem_count();
+            let s = per.sum_all()?;
+            total = Some(match total {
+                None => s,
+                Some(t) => (t + s)?,
+            });
+        }
+        let total = total.ok_or_else(|| candle_core::Error::Msg("no target blocks".into()))?;
+        total / count.max(1) as f64
+    }
+
+    /// Every tensor, prefixed `context.`, `target.`, `predictor.`.
+    pub fn tensors(&self) -> HashMap<String, Tensor> {
+        let mut out = HashMap::new();
+        for (prefix, vm) in [
+            ("context", &self.context_vars),
+            ("target", &self.target_vars),
+            ("predictor", &self.predictor_vars),
+        ] {
+            for (k, v) in sorted_vars(vm) {
+                out.insert(format!("{prefix}.{k}"), v.as_tensor().clone());
+            }
+        }
+        out
+    }
+
+    /// The target (EMA) encoder's tensors without prefix: the encoder a user gets.
+    pub fn target_encoder_tensors(&self) -> HashMap<String, Tensor> {
+        sorted_vars(&self.target_vars)
+            .into_iter()
+            .map(|(k, v)| (k, v.as_tensor().clone()))
+            .collect()
+    }
+
+    /// Restores every tensor saved by [`Jepa::tensors`]; names and shapes must match.
+    pub fn load_tensors(&self, saved: &HashMap<String, Tensor>) -> Result<()> {
+        for (prefix, vm) in [
+            ("context", &self.context_vars),
+            ("target", &self.target_vars),
+            ("predictor", &self.predictor_vars),
+        ] {
+            for (k, v) in sorted_vars(vm) {
+                let key = format!("{prefix}.{k}");
+                let t = saved
+                    .get(&key)
+                    .ok_or_else(|| candle_core::Error::Msg(format!("checkpoint lacks {key}")))?;
+                if t.shape() != v.shape() {
+                    candle_core::bail!(
+                        "checkpoint {key}: shape {:?}, expected {:?}",
+                        t.shape(),
+                        v.shape()
+                    );
+                }
+                v.set(&t.to_device(&self.device)?)?;
+            }
+        }
+        Ok(())
+    }
+}

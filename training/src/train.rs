@@ -1,0 +1,245 @@
+//! The training step and the run state: checkpoints written atomically, resumable exactly.
+//!
+//! A step (I-JEPA's src/train.py): schedules for this step, the JEPA loss, backward, gradient
+//! clipping, AdamW, then the EMA update of the target encoder. A non-finite or exploding loss
+//! stops the run before the parameters are touched, so the last checkpoint stays the last good.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use audio_jepa::model::checkpoint::{load_tensors, save_encoder, save_tensors};
+use audio_jepa::model::ModelError;
+use candle_core::{Device, Tensor};
+
+use crate::config::TrainConfig;
+use crate::jepa::{Jepa, MaskTensors};
+use crate::loader::Batch;
+use crate::masks::MaskKind;
+use crate::monitor::{collapse_stats, CollapseStats};
+use crate::optim::{AdamW, AdamWParams};
+use crate::schedules;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("step {step}: the loss is {loss} (not finite); stopped, the last checkpoint is the last good state")]
+    NonFinite { step: u64, loss: f64 },
+    #[error("step {step}: the loss {loss:.4} exploded ({factor:.0}x its running mean {mean:.4}); stopped, the last checkpoint is the last good state")]
+    Exploding {
+        step: u64,
+        loss: f64,
+        mean: f64,
+        factor: f64,
+    },
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// What one step did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepStats {
+    pub step: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub wd: f64,
+    pub momentum: f64,
+    pub tf_prob: f64,
+    pub mask: MaskKind,
+    pub grad_norm: f64,
+    pub context_len: usize,
+}
+
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub jepa: Jepa,
+    pub opt: AdamW,
+    /// Steps completed.
+    pub step: u64,
+    loss_ema: Option<f64>,
+}
+
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+pub const ENCODER: &str = "encoder.safetensors";
+pub const CONFIG: &str = "config.toml";
+
+impl Trainer {
+    pub fn new(cfg: TrainConfig, device: &Device) -> Result<Self, TrainError> {
+        let enc = cfg.model.encoder_config()?;
+        let jepa = Jepa::new(&enc, &cfg.predictor, device, cfg.run.seed)?;
+        let opt = AdamW::new(
+            jepa.trainable_vars(),
+            AdamWParams {
+                beta1: cfg.optim.betas.0,
+                beta2: cfg.optim.betas.1,
+                eps: cfg.optim.eps,
+            },
+        )?;
+        Ok(Self {
+            cfg,
+            jepa,
+            opt,
+            step: 0,
+            loss_ema: None,
+        })
+    }
+
+    /// Schedules at `step`: (lr, wd, momentum).
+    pub fn schedules(&self, step: u64) -> (f64, f64, f64) {
+        let o = &self.cfg.optim;
+        (
+            schedules::learning_rate(
+                step,
+                self.cfg.warmup_steps(),
+                o.steps,
+                o.start_lr,
+                o.lr,
+                o.final_lr,
+            ),
+            schedules::weight_decay(step, o.steps, o.weight_decay.0, o.weight_decay.1),
+            schedules::ema_momentum(step, o.steps, o.ema.0, o.ema.1),
+        )
+    }
+
+    /// Runs one step on `batch` (which must be batch number `self.step`).
+    pub fn train_step(&mut self, batch: &Batch) -> Result<StepStats, TrainError> {
+        let step = self.step;
+        let (lr, wd, momentum) = self.schedules(step);
+        let dev = self.jepa.device.clone();
+        let p = self.jepa.enc_cfg.patch_len();
+        let patches = Tensor::from_slice(&batch.patches, (batch.batch, batch.n_patches, p), &dev)?;
+        let masks = MaskTensors::new(&batch.masks, &dev)?;
+        let loss = self.jepa.loss(&patches, &masks, self.cfg.optim.loss)?;
+        let loss_value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        if !loss_value.is_finite() {
+            return Err(TrainError::NonFinite {
+                step,
+                loss: loss_value,
+            });
+        }
+        if let Some(mean) = self.loss_ema {
+            let f = self.cfg.optim.explode_factor;
+            if step > 20 && loss_value > f * mean {
+                return Err(TrainError::Exploding {
+                    step,
+                    loss: loss_value,
+                    mean,
+                    factor: loss_value / mean,
+                });
+            }
+        }
+        self.loss_ema = Some(match self.loss_ema {
+            None => loss_value,
+            Some(m) => 0.98 * m + 0.02 * loss_value,
+        });
+        let grads = loss.backward()?;
+        let grad_norm = self.opt.grad_norm(&grads)?;
+        if !grad_norm.is_finite() {
+            return Err(TrainError::NonFinite {
+                step,
+                loss: grad_norm,
+            });
+        }
+        let clip = self.cfg.optim.clip_grad;
+        let scale = if clip > 0.0 && grad_norm > clip {
+            clip / grad_norm
+        } else {
+            1.0
+        };
+        self.opt.step(&grads, lr, wd, scale)?;
+        self.jepa.ema_update(momentum)?;
+        self.step += 1;
+        Ok(StepStats {
+            step,
+            loss: loss_value,
+            lr,
+            wd,
+            momentum,
+            tf_prob: self.cfg.masks.tf_probability(step, self.cfg.optim.steps),
+            mask: batch.masks.kind,
+            grad_norm,
+            context_len: batch.masks.context.first().map_or(0, Vec::len),
+        })
+    }
+
+    /// Collapse statistics of the target encoder on a fixed batch `[clips, n_patches, p]`.
+    pub fn collapse(&self, fixed: &Tensor) -> Result<CollapseStats, TrainError> {
+        let h = self.jepa.target.forward(fixed, None)?;
+        let (clips, tokens, d) = h.dims3()?;
+        let flat: Vec<f32> = h.flatten_all()?.to_vec1()?;
+        Ok(collapse_stats(&flat, clips, tokens, d))
+    }
+
+    /// Writes `checkpoint.safetensors` (model, target, predictor, optimiser moments, step and
+    /// config), `config.toml` and the exported target encoder, each atomically.
+    pub fn save(&self, dir: &Path) -> Result<(), TrainError> {
+        let mut tensors: HashMap<String, Tensor> = self.jepa.tensors();
+        for (k, v) in self.opt.state() {
+            tensors.insert(format!("opt.{k}"), v);
+        }
+        let toml = self.cfg.to_toml();
+        let meta = HashMap::from([
+            ("format".to_string(), "audio-jepa-pretrain".to_string()),
+            ("step".to_string(), self.step.to_string()),
+            (
+                "loss_ema".to_string(),
+                self.loss_ema.unwrap_or(f64::NAN).to_string(),
+            ),
+            ("config".to_string(), toml.clone()),
+        ]);
+        save_tensors(&dir.join(CHECKPOINT), &tensors, meta)?;
+        audio_jepa::arrays::write_atomically(&dir.join(CONFIG), |w| {
+            std::io::Write::write_all(w, toml.as_bytes())
+        })
+        .map_err(|e| TrainError::Checkpoint {
+            path: dir.join(CONFIG),
+            reason: e.to_string(),
+        })?;
+        save_encoder(
+            &dir.join(ENCODER),
+            &self.jepa.target_encoder_tensors(),
+            &self.jepa.enc_cfg,
+        )?;
+        Ok(())
+    }
+
+    /// Restores a run from `dir/checkpoint.safetensors`, with the config saved in it.
+    pub fn resume(dir: &Path, device: &Device) -> Result<Self, TrainError> {
+        let path = dir.join(CHECKPOINT);
+        let (tensors, meta) = load_tensors(&path, device)?;
+        let bad = |reason: String| TrainError::Checkpoint {
+            path: path.clone(),
+            reason,
+        };
+        if meta.get("format").map(String::as_str) != Some("audio-jepa-pretrain") {
+            return Err(bad("not an audio-jepa pretraining checkpoint".into()));
+        }
+        let step: u64 = meta
+            .get("step")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("no step in the metadata".into()))?;
+        let toml = meta
+            .get("config")
+            .ok_or_else(|| bad("no config in the metadata".into()))?;
+        let cfg = TrainConfig::from_toml_str(toml, &path).map_err(|e| bad(e.to_string()))?;
+        let mut t = Self::new(cfg, device)?;
+        t.jepa
+            .load_tensors(&tensors)
+            .map_err(|e| bad(e.to_string()))?;
+        let opt: HashMap<String, Tensor> = tensors
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("opt.").map(|k| (k.to_string(), v.clone())))
+            .collect();
+        t.opt
+            .load_state(&opt, step)
+            .map_err(|e| bad(e.to_string()))?;
+        t.step = step;
+        t.loss_ema = meta
+            .get("loss_ema")
+            .and_then(|s| s.parse().ok())
+            .filter(|v: &f64| v.is_finite());
+        Ok(t)
+    }
+}
