@@ -44,7 +44,7 @@ mod tests {
         assert_eq!(learning_rate(10, 10, 110, 0.0, 1e-3, 1e-6), 1e-3);
         assert!((learning_rate(60, 10, 110, 0.0, 1e-3, 0.0) - 5e-4).abs() < 1e-12);
         assert!((learning_rate(110, 10, 110, 0.0, 1e-3, 1e-6) - 1e-6).abs() < 1e-15);
-        assert_eq!(weight_decay(0, 100, 0.04, 0.4), 0.04);
+        assert!((weight_decay(0, 100, 0.04, 0.4) - 0.04).abs() < 1e-15);
         assert!((weight_decay(50, 100, 0.04, 0.4) - 0.22).abs() < 1e-12);
         assert!((weight_decay(100, 100, 0.04, 0.4) - 0.4).abs() < 1e-12);
         assert_eq!(ema_momentum(0, 100, 0.996, 1.0), 0.996);
