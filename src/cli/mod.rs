@@ -2,6 +2,7 @@
 
 pub mod alloc_count;
 mod bench;
+mod embed;
 mod features;
 
 use std::path::{Path, PathBuf};
@@ -27,12 +28,15 @@ enum Command {
     Features(features::Args),
     /// Time the front end per second of audio, offline and streaming, on one thread
     Bench(bench::Args),
+    /// Encode an audio file: token embeddings of every patch (.npy)
+    Embed(embed::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Features(a) => features::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Embed(a) => embed::run(a),
     }
 }
 

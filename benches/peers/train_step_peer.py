@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""The same JEPA training step in PyTorch, for a side-by-side steps/s comparison.
+
+Same model as training/configs/edge.toml (encoder 256 x 6, 4 heads; predictor 128 x 4), same
+batch (32 crops of 8 x 16 patches), the same mask sizes as a typical random-block batch
+(context 60 patches, 4 targets of 20), AdamW, EMA update, MSE on layer-normed targets.
+
+    ../peers-venv/bin/python benches/peers/train_step_peer.py --threads 2
+"""
+
+import argparse
+import copy
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "reference"))
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from encoder_reference import Block, Encoder, sincos_2d  # noqa: E402
+
+
+class Predictor(nn.Module):
+    def __init__(self, enc_dim, dim, depth, heads, n_freq, n_time):
+        super().__init__()
+        self.embed = nn.Linear(enc_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.blocks = nn.ModuleList([Block(dim, heads, 4, 1e-6) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.proj = nn.Linear(dim, enc_dim)
+        self.register_buffer("pos", torch.from_numpy(sincos_2d(dim, n_freq, n_time)).float())
+
+    def forward(self, z, ctx_idx, targets):
+        x = self.embed(z) + self.pos[ctx_idx]
+        out = []
+        for t in targets:
+            q = self.mask_token + self.pos[t]
+            h = torch.cat([x, q], 1)
+            for blk in self.blocks:
+                h = blk(h)
+            out.append(self.proj(self.norm(h)[:, x.shape[1]:]))
+        return out
+
+
+def gather(x, idx):
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=32)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = dict(n_mels=128, patch_size=16, embed_dim=256, depth=6, num_heads=4, mlp_ratio=4, layer_norm_eps=1e-6)
+    ctx_enc = Encoder(cfg)
+    tgt_enc = copy.deepcopy(ctx_enc)
+    for p in tgt_enc.parameters():
+        p.requires_grad_(False)
+    pred = Predictor(256, 128, 4, 4, 8, 16)
+    opt = torch.optim.AdamW(list(ctx_enc.parameters()) + list(pred.parameters()), lr=5e-4, weight_decay=0.04)
+    b, n = args.batch, 128
+    x = torch.randn(b, n, 256)
+
+    def masks():
+        perm = torch.stack([torch.randperm(n) for _ in range(b)])
+        return perm[:, :60], [perm[:, 60 + 20 * i: 80 + 20 * i] for i in range(4)]
+
+    def step():
+        ctx_idx, targets = masks()
+        with torch.no_grad():
+            h = F.layer_norm(tgt_enc(x), (256,))
+        # Context encoder on the kept patches only (I-JEPA's apply_masks).
+        pos = torch.from_numpy(sincos_2d(256, 8, 16)).float()
+        tokens = gather(ctx_enc.patch_embed.proj(x) + pos, ctx_idx)
+        for blk in ctx_enc.blocks:
+            tokens = blk(tokens)
+        z = ctx_enc.norm(tokens)
+        preds = pred(z, ctx_idx, targets)
+        loss = sum(F.mse_loss(p, gather(h, t), reduction="sum") for p, t in zip(preds, targets))
+        loss = loss / sum(p.numel() for p in preds)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(ctx_enc.parameters()) + list(pred.parameters()), 1.0)
+        opt.step()
+        with torch.no_grad():
+            for pt, pc in zip(tgt_enc.parameters(), ctx_enc.parameters()):
+                pt.mul_(0.996).add_(pc.detach(), alpha=0.004)
+        return loss.item()
+
+    for _ in range(2):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    dt = (time.perf_counter() - t0) / args.steps
+    print(f"pytorch {torch.__version__}, {args.threads} threads: {1 / dt:.3f} steps/s, {b / dt:.1f} samples/s "
+          f"(batch {b}, edge encoder 256 x 6, predictor 128 x 4)")
+
+
+if __name__ == "__main__":
+    main()

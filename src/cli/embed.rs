@@ -1,0 +1,66 @@
+//! `ajepa embed`: an audio file through the front end and an encoder, token embeddings out.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use audio_jepa::frontend::patches::{normalize, patchify};
+use audio_jepa::frontend::LogMelExtractor;
+use audio_jepa::model::checkpoint::load_encoder;
+use candle_core::{Device, Tensor};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Audio file (any rate and channel count)
+    input: PathBuf,
+    /// Encoder weights (.safetensors, with its .json config beside it)
+    #[arg(long)]
+    model: PathBuf,
+    /// Token embeddings, [patches, width] in time-major patch order (.npy)
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write the normalised patches the encoder saw, [patches, 256] (.npy)
+    #[arg(long)]
+    patches_out: Option<PathBuf>,
+    /// Front-end profile (name in firmware-config/ or a path)
+    #[arg(long)]
+    profile: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let profile = super::load_profile(args.profile.as_deref())?;
+    let cfg = &profile.frontend;
+    let encoder = load_encoder(&args.model, &Device::Cpu)?;
+    let ecfg = encoder.config().clone();
+    let audio = audio_jepa::audio::load(&args.input, cfg.sample_rate)?;
+    let mut spec = LogMelExtractor::new(cfg)?.compute(&audio.samples);
+    normalize(&mut spec.data, cfg);
+    let patches = patchify(&spec, ecfg.patch_size, ecfg.patch_size)?;
+    let n = patches.grid.n_patches();
+    if n == 0 {
+        bail!(
+            "{}: {:.2} s is shorter than one patch column ({} frames)",
+            args.input.display(),
+            audio.duration_secs(),
+            ecfg.patch_size
+        );
+    }
+    let x = Tensor::from_slice(&patches.data, (1, n, ecfg.patch_len()), &Device::Cpu)?;
+    let h = encoder.forward(&x, None).context("encoder forward")?;
+    let d = ecfg.embed_dim;
+    let out: Vec<f32> = h.flatten_all()?.to_vec1()?;
+    audio_jepa::arrays::write_npy(&args.out, &[n, d], &out)?;
+    if let Some(p) = &args.patches_out {
+        audio_jepa::arrays::write_npy(p, &[n, ecfg.patch_len()], &patches.data)?;
+    }
+    eprintln!(
+        "{}: {} patches ({} x {}) -> {} x {} embeddings, wrote {}",
+        args.input.display(),
+        n,
+        patches.grid.n_freq,
+        patches.grid.n_time,
+        n,
+        d,
+        args.out.display()
+    );
+    Ok(())
+}
