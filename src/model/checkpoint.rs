@@ -14,6 +14,11 @@ use candle_nn::VarBuilder;
 use super::{Encoder, EncoderConfig, ModelError};
 use crate::arrays::write_atomically;
 
+/// Named tensors, as in a safetensors file.
+pub type Tensors = HashMap<String, Tensor>;
+/// A safetensors file's string metadata.
+pub type Metadata = HashMap<String, String>;
+
 /// Metadata key holding the encoder config.
 pub const CONFIG_KEY: &str = "audio_jepa.encoder_config";
 
@@ -47,7 +52,7 @@ pub fn save_tensors(
 pub fn load_tensors(
     path: &Path,
     device: &Device,
-) -> Result<(HashMap<String, Tensor>, HashMap<String, String>), ModelError> {
+) -> Result<(Tensors, Metadata), ModelError> {
     let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
         source,

@@ -7,7 +7,7 @@
 
 use std::sync::Mutex;
 
-use candle_core::{IndexOp, Module, Result, Tensor, D};
+use candle_core::{IndexOp, Module, Result, Tensor};
 use candle_nn::{linear, Init, Linear, VarBuilder};
 
 use super::pos_embed::sincos_2d;
@@ -43,7 +43,7 @@ impl Norm {
         if mode == Mode::Inference && x.is_contiguous() {
             candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32)
         } else {
-            candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)
+            super::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32)
         }
     }
 }
@@ -81,7 +81,7 @@ impl Attention {
         let att = q.matmul(&k.t()?)?;
         let att = match mode {
             Mode::Inference => candle_nn::ops::softmax_last_dim(&att)?,
-            Mode::Train => candle_nn::ops::softmax(&att, D::Minus1)?,
+            Mode::Train => super::ops::softmax_last_dim(&att)?,
         };
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
         self.proj.forward(&y)

@@ -201,6 +201,8 @@ fn place(rng: &mut impl Rng, n_freq: usize, n_time: usize, h: usize, w: usize) -
     }
 }
 
+type Draw = (Vec<Vec<u32>>, Vec<u32>, Vec<u32>);
+
 /// Samples one batch of masks of `kind` on an `n_freq x n_time` grid.
 pub fn sample_batch(
     cfg: &MaskConfig,
@@ -238,7 +240,8 @@ pub fn sample_batch(
     let mut targets: Vec<Vec<Vec<u32>>> = vec![Vec::with_capacity(batch); shapes.len()];
     let mut relaxed = 0;
     for _ in 0..batch {
-        let mut best: Option<(Vec<Vec<u32>>, Vec<u32>, Vec<u32>)> = None;
+        // (targets, context block, context block minus targets) of the best draw so far.
+        let mut best: Option<Draw> = None;
         for _ in 0..cfg.max_tries.max(1) {
             let tg: Vec<Vec<u32>> = shapes
                 .iter()

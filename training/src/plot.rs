@@ -39,7 +39,9 @@ impl Canvas {
 
 /// Draws `series` (each `(points, colour)`) into a panel at vertical offset `top`; the y range
 /// covers every series, with a grid line per tenth of it.
-fn panel(cv: &mut Canvas, top: usize, series: &[(&[(f64, f64)], [u8; 3])], x_max: f64) {
+type Series<'a> = (&'a [(f64, f64)], [u8; 3]);
+
+fn panel(cv: &mut Canvas, top: usize, series: &[Series], x_max: f64) {
     let (m, pw, ph) = (20.0, (cv.w - 40) as f64, (H - 40) as f64);
     let ys = series
         .iter()

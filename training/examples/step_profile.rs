@@ -1,0 +1,87 @@
+//! Where a training step's time goes: `cargo run --release -p audio-jepa-training --example
+//! step_profile [CONFIG]` (default training/configs/edge.toml), synthetic batch.
+
+use std::time::Instant;
+
+use audio_jepa_training::config::TrainConfig;
+use audio_jepa_training::features::ClipFeatures;
+use audio_jepa_training::jepa::{LossKind, MaskTensors};
+use audio_jepa_training::loader::make_batch;
+use audio_jepa_training::train::Trainer;
+use candle_core::{Device, Tensor};
+
+fn main() -> anyhow::Result<()> {
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "training/configs/edge.toml".into());
+    let cfg = TrainConfig::load(std::path::Path::new(&path))?;
+    let clips: Vec<ClipFeatures> = (0..16)
+        .map(|i| ClipFeatures {
+            path: format!("c{i}").into(),
+            n_frames: 300,
+            data: (0..300 * 128)
+                .map(|j| ((j * 7 + i) % 13) as f32 - 8.0)
+                .collect::<Vec<_>>()
+                .into(),
+        })
+        .collect();
+    let mut t = Trainer::new(cfg.clone(), &Device::Cpu)?;
+    let dev = Device::Cpu;
+    let mut acc = [0.0f64; 6];
+    let n = 6;
+    for s in 0..n + 1 {
+        let b = make_batch(&clips, &cfg, s);
+        let x = Tensor::from_slice(&b.patches, (b.batch, b.n_patches, 256), &dev)?;
+        let m = MaskTensors::new(&b.masks, &dev)?;
+        let j = &t.jepa;
+        let t0 = Instant::now();
+        let h = j.targets(&x)?;
+        let t1 = Instant::now();
+        let z = j.context.forward(&x, Some(&m.context))?;
+        let t2 = Instant::now();
+        let preds = j
+            .predictor
+            .forward(&z, &m.context, &m.targets, b.n_patches)?;
+        let mut loss = Tensor::zeros((), candle_core::DType::F32, &dev)?;
+        for (p, idx) in preds.iter().zip(&m.targets) {
+            let tg = audio_jepa::model::vit::gather_tokens(&h, idx)?;
+            loss = (loss + (p - tg)?.sqr()?.mean_all()?)?;
+        }
+        let _ = loss.to_scalar::<f32>()?;
+        let t3 = Instant::now();
+        let grads = loss.backward()?;
+        let t4 = Instant::now();
+        let gn = t.opt.grad_norm(&grads)?;
+        t.opt.step(&grads, 1e-4, 0.04, 1.0 / gn.max(1.0))?;
+        let t5 = Instant::now();
+        j.ema_update(0.996)?;
+        let t6 = Instant::now();
+        if s > 0 {
+            for (k, d) in [t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5]
+                .iter()
+                .enumerate()
+            {
+                acc[k] += d.as_secs_f64() * 1e3 / n as f64;
+            }
+        }
+        let _ = LossKind::Mse;
+    }
+    let names = [
+        "target fwd",
+        "context fwd",
+        "predictor fwd+loss",
+        "backward",
+        "optimizer",
+        "ema",
+    ];
+    let total: f64 = acc.iter().sum();
+    for (nm, v) in names.iter().zip(acc) {
+        println!("{nm:20} {v:8.1} ms  {:5.1} %", 100.0 * v / total);
+    }
+    println!(
+        "{:20} {total:8.1} ms  ({:.1} samples/s)",
+        "step",
+        cfg.optim.batch_size as f64 / total * 1e3
+    );
+    Ok(())
+}
