@@ -49,10 +49,7 @@ pub fn save_tensors(
 }
 
 /// Reads every tensor of a safetensors file and its metadata.
-pub fn load_tensors(
-    path: &Path,
-    device: &Device,
-) -> Result<(Tensors, Metadata), ModelError> {
+pub fn load_tensors(path: &Path, device: &Device) -> Result<(Tensors, Metadata), ModelError> {
     let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
         source,
