@@ -3,9 +3,9 @@
 //! Grid: `n_freq` rows (frequency) x `n_time` columns (time), patches numbered time-major
 //! (`index = col * n_freq + row`, as in `audio_jepa::frontend::patches`).
 //!
-//! * Random block (I-JEPA, src/masks/multiblock.py `MaskCollator`): `num_targets` blocks whose
-//!   size (scale of the grid, aspect ratio h/w drawn log-uniformly) is drawn once per batch and
-//!   shared by every sample; each sample places them at random. The context is one block; on
+//! * Random block (I-JEPA, src/masks/multiblock.py `MaskCollator`): `num_targets` blocks of one
+//!   size (scale of the grid, aspect ratio h/w drawn log-uniformly), drawn once per batch and
+//!   shared by every block of every sample; each sample places its blocks at random. The context is one block; on
 //!   this rectangular grid it spans the full frequency height and a `context_scale` fraction of
 //!   the time columns (DESIGN.md: I-JEPA's square-ish block covers too little of an 8 x 16 grid),
 //!   with every target patch removed from it. A placement that leaves fewer than `min_keep`
@@ -214,9 +214,12 @@ pub fn sample_batch(
 ) -> BatchMasks {
     // Sizes (and, for time-frequency masks, orientations) shared by the whole batch.
     let shapes: Vec<(usize, usize)> = match kind {
-        MaskKind::RandomBlock => (0..cfg.num_targets)
-            .map(|_| block_size(rng, n_freq, n_time, cfg.target_scale, cfg.target_aspect))
-            .collect(),
+        // I-JEPA draws one target size per batch (`p_size` in MaskCollator.__call__) for all
+        // `npred` blocks, which also lets the predictor handle every block in one pass.
+        MaskKind::RandomBlock => {
+            let size = block_size(rng, n_freq, n_time, cfg.target_scale, cfg.target_aspect);
+            vec![size; cfg.num_targets]
+        }
         MaskKind::TimeFrequency => (0..cfg.tf_num_targets)
             .map(|_| {
                 let s = rng.gen_range(cfg.tf_target_scale.0..=cfg.tf_target_scale.1);
