@@ -119,11 +119,11 @@ fn min_keep_is_enforced_or_relaxed_visibly() {
     // Targets so large that the context cannot keep min_keep patches: the batch says so.
     let cfg = MaskConfig {
         target_scale: (0.45, 0.5),
-        min_keep: 40,
+        min_keep: 100,
         ..MaskConfig::default()
     };
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let m = sample_batch(&cfg, MaskKind::RandomBlock, F, T, 8, &mut rng);
     assert!(m.relaxed > 0);
-    assert!(m.context.iter().all(|c| c.len() >= 40));
+    assert!(m.context.iter().all(|c| c.len() >= 100));
 }
