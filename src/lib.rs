@@ -18,3 +18,4 @@ pub mod render;
 
 pub use config::{FrontendConfig, Profile};
 pub mod model;
+pub mod stream;
