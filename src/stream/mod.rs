@@ -3,3 +3,4 @@
 
 pub mod capture;
 pub mod ring;
+pub mod worker;
