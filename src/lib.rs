@@ -19,3 +19,4 @@ pub mod render;
 pub use config::{FrontendConfig, Profile};
 pub mod model;
 pub mod stream;
+pub mod ui;

@@ -63,7 +63,7 @@ fn streaming_hops_equal_offline_windows() {
     // A real clip when the shared data is there, else noise.
     let samples = match common::shared_data("streaming_hops_equal_offline_windows (real clip)") {
         Some(d) => {
-            audio_jepa::audio::load(&d.join("esc50/audio/1-100038-A-14.flac"), 16_000)
+            audio_jepa::audio::load(d.join("esc50/audio/1-100038-A-14.flac"), 16_000)
                 .unwrap()
                 .samples
         }

@@ -2,8 +2,11 @@
 
 pub mod alloc_count;
 mod bench;
+mod devices;
 mod embed;
 mod features;
+mod listen;
+mod tui;
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +33,10 @@ enum Command {
     Bench(bench::Args),
     /// Encode an audio file: token embeddings of every patch (.npy)
     Embed(embed::Args),
+    /// List audio input devices with their native rates, channels and formats
+    Devices(devices::Args),
+    /// Live sound-event tags from the microphone (or --input FILE) in the terminal or as JSON
+    Listen(listen::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -37,6 +44,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Features(a) => features::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Embed(a) => embed::run(a),
+        Command::Devices(a) => devices::run(a),
+        Command::Listen(a) => listen::run(a),
     }
 }
 

@@ -3,4 +3,5 @@
 
 pub mod capture;
 pub mod ring;
+pub mod session;
 pub mod worker;

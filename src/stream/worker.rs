@@ -55,8 +55,10 @@ pub struct Hop {
     pub off: Vec<usize>,
     /// Encoder + head time for this hop.
     pub compute_ms: f64,
-    /// RMS level of the window's newest column, dBFS.
+    /// Mean log-mel energy of the window's newest column (10 log10 of the mean power), dB.
     pub level_db: f32,
+    /// The newest hop's frames averaged per mel bin (`n_mels` values), for a spectrogram view.
+    pub column: Vec<f32>,
 }
 
 /// Rate conversion to the front end's rate for a stream (rubato's FFT resampler fed in fixed
@@ -122,6 +124,9 @@ pub struct Pipeline {
     pub skipped_hops: u64,
     /// When set, a due hop is skipped (counted) instead of computed.
     pub skip_next: bool,
+    /// Added to every hop's compute time: a stand-in for a slow device, for tests of the
+    /// skipping policy. Zero in normal use.
+    pub extra_hop_delay: std::time::Duration,
 }
 
 impl Pipeline {
@@ -173,6 +178,7 @@ impl Pipeline {
             hops: 0,
             skipped_hops: 0,
             skip_next: false,
+            extra_hop_delay: std::time::Duration::ZERO,
             cfg,
         })
     }
@@ -245,7 +251,21 @@ impl Pipeline {
 
     fn hop(&mut self) -> Option<Hop> {
         let started = Instant::now();
+        if !self.extra_hop_delay.is_zero() {
+            std::thread::sleep(self.extra_hop_delay);
+        }
         self.build_patches();
+        let column = {
+            let (wf, n) = (self.window_frames as u64, self.n_mels);
+            let mut col = vec![0.0f32; n];
+            for k in 0..self.hop_frames as u64 {
+                let slot = ((self.frames - 1 - k) % wf) as usize;
+                for (c, v) in col.iter_mut().zip(&self.window[slot * n..(slot + 1) * n]) {
+                    *c += v / self.hop_frames as f32;
+                }
+            }
+            col
+        };
         let level_db = {
             // The newest column's mean log-mel energy, as a rough level.
             let wf = self.window_frames;
@@ -289,6 +309,7 @@ impl Pipeline {
             off,
             compute_ms: started.elapsed().as_secs_f64() * 1e3,
             level_db,
+            column,
         })
     }
 

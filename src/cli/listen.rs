@@ -1,0 +1,201 @@
+//! `ajepa listen`: live tags from the microphone or a file, in a terminal UI or as JSON lines.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use audio_jepa::model::checkpoint::load_encoder;
+use audio_jepa::model::head::Head;
+use audio_jepa::model::{Encoder, EncoderConfig};
+use audio_jepa::stream::session::{Event, Session, Source};
+use audio_jepa::stream::worker::{Pipeline, PipelineConfig};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Encoder weights (.safetensors with its .json); without it a random edge encoder runs,
+    /// flagged as untrained (for latency checks only)
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Tagging head (.safetensors from `ajepa finetune`/`enroll`); without it, no tags
+    #[arg(long)]
+    pub head: Option<PathBuf>,
+    /// Input device: a name, part of one, or an index from `ajepa devices`
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Replay a file instead of the microphone, paced in real time
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// With --input: as fast as possible
+    #[arg(long, requires = "input")]
+    pub fast: bool,
+    /// Print tag events and stats as JSON lines instead of the terminal UI
+    #[arg(long)]
+    pub json: bool,
+    /// Window, in 160 ms patch columns
+    #[arg(long, default_value_t = 6)]
+    pub window_columns: usize,
+    /// Hop, in patch columns
+    #[arg(long, default_value_t = 1)]
+    pub hop_columns: usize,
+    /// Tag threshold on the smoothed score
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f32,
+    /// Ring capacity in seconds of audio
+    #[arg(long, default_value_t = 2.0)]
+    pub ring_seconds: f64,
+    /// Stop after this many seconds
+    #[arg(long)]
+    pub seconds: Option<f64>,
+    /// Front-end profile (name in firmware-config/ or a path)
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+}
+
+/// A randomly initialised encoder (seeded by candle's defaults), for runs without a model.
+fn random_encoder() -> anyhow::Result<Encoder> {
+    let cfg = EncoderConfig::preset("edge")?;
+    let vm = VarMap::new();
+    Ok(Encoder::load(
+        VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
+        &cfg,
+    )?)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let profile = super::load_profile(args.profile.as_deref())?;
+    let fe = profile.frontend.clone();
+    let (encoder, model_name) = match &args.model {
+        Some(p) => (load_encoder(p, &Device::Cpu)?, p.display().to_string()),
+        None => (
+            random_encoder()?,
+            "random edge encoder (UNTRAINED)".to_string(),
+        ),
+    };
+    let dim = encoder.config().embed_dim;
+    let head = match &args.head {
+        Some(p) => {
+            let h = Head::load(p)?;
+            if h.dim != dim {
+                bail!(
+                    "head {} expects {}-wide embeddings, the encoder gives {dim}",
+                    p.display(),
+                    h.dim
+                );
+            }
+            h
+        }
+        None => Head::untrained(dim),
+    };
+    let untrained = args.model.is_none() || !head.trained;
+    let encoder = Arc::new(encoder);
+    let pcfg = PipelineConfig {
+        window_columns: args.window_columns,
+        hop_columns: args.hop_columns,
+        threshold: args.threshold,
+        ..PipelineConfig::default()
+    };
+    let source = match &args.input {
+        Some(p) => Source::File {
+            path: p.clone(),
+            fast: args.fast,
+        },
+        None => Source::Microphone {
+            device: args.device.clone(),
+        },
+    };
+    let session = Session::start(source, args.ring_seconds, |rate| {
+        Pipeline::new(pcfg, &fe, rate, encoder.clone(), head.clone())
+    })
+    .map_err(anyhow::Error::msg)
+    .context("starting the audio session")?;
+    let info = SessionInfo {
+        model: model_name,
+        untrained,
+        labels: head.labels.clone(),
+        source: match (&args.input, &session.capture) {
+            (Some(p), _) => format!(
+                "file {}{}",
+                p.display(),
+                if args.fast { " (fast)" } else { "" }
+            ),
+            (None, Some(c)) => format!(
+                "{} ({} Hz, {} ch, {})",
+                c.device, c.sample_rate, c.channels, c.format
+            ),
+            (None, None) => "microphone".into(),
+        },
+        window_s: args.window_columns as f64 * 0.16,
+        hop_s: args.hop_columns as f64 * 0.16,
+    };
+    if args.json {
+        run_json(session, &info, args.seconds)
+    } else {
+        super::tui::run(session, info, args.threshold, args.seconds)
+    }
+}
+
+/// What the UI shows about the session.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    pub model: String,
+    pub untrained: bool,
+    pub labels: Vec<String>,
+    pub source: String,
+    pub window_s: f64,
+    pub hop_s: f64,
+}
+
+fn run_json(session: Session, info: &SessionInfo, seconds: Option<f64>) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    writeln!(
+        out,
+        "{}",
+        serde_json::json!({"type": "session", "info": info})
+    )?;
+    let deadline =
+        seconds.map(|s| std::time::Instant::now() + std::time::Duration::from_secs_f64(s));
+    loop {
+        let timeout = std::time::Duration::from_millis(200);
+        match session.events.recv_timeout(timeout) {
+            Ok(Event::Hop(h)) => {
+                let top: Vec<_> = h.scores.iter().take(5).collect();
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"type": "hop", "hop": h.hop, "t_audio_s": h.t_audio_s,
+                        "compute_ms": h.compute_ms, "capture_to_tag_ms": h.capture_to_tag_ms,
+                        "level_db": h.level_db, "top": top, "tags_on": h.tags_on, "tags_off": h.tags_off})
+                )?;
+            }
+            Ok(Event::Stats(s)) => {
+                writeln!(out, "{}", serde_json::json!({"type": "stats", "stats": s}))?
+            }
+            Ok(Event::Ended(err)) => {
+                if let Some(e) = err {
+                    bail!("the session ended: {e}");
+                }
+                break;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            session.stop();
+            // Drain the final stats.
+            while let Ok(ev) = session
+                .events
+                .recv_timeout(std::time::Duration::from_secs(2))
+            {
+                if let Event::Stats(s) = ev {
+                    writeln!(out, "{}", serde_json::json!({"type": "stats", "stats": s}))?;
+                }
+            }
+            break;
+        }
+    }
+    Ok(())
+}

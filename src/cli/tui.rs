@@ -1,0 +1,78 @@
+//! The terminal UI's event loop: keys and session events in, `audio_jepa::ui::render` out.
+//! `ratatui::init` installs a panic hook that restores the terminal, and `restore` runs on
+//! every way out of the loop.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use audio_jepa::stream::session::{Event, Session};
+use audio_jepa::ui::{render, App};
+use crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind};
+
+use super::listen::SessionInfo;
+
+pub fn run(
+    session: Session,
+    info: SessionInfo,
+    threshold: f32,
+    seconds: Option<f64>,
+) -> anyhow::Result<()> {
+    let mut terminal = ratatui::init();
+    let result = event_loop(&mut terminal, &session, info, threshold, seconds);
+    ratatui::restore();
+    result
+}
+
+fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    session: &Session,
+    info: SessionInfo,
+    threshold: f32,
+    seconds: Option<f64>,
+) -> anyhow::Result<()> {
+    let mut app = App {
+        model: info.model,
+        source: info.source,
+        untrained: info.untrained,
+        threshold,
+        ..App::default()
+    };
+    let deadline = seconds.map(|s| Instant::now() + Duration::from_secs_f64(s));
+    loop {
+        while let Ok(ev) = session.events.try_recv() {
+            match ev {
+                Event::Hop(h) => app.on_hop(h),
+                Event::Stats(s) => app.stats = s,
+                Event::Ended(_) => app.ended = true,
+            }
+        }
+        terminal.draw(|f| render(f, &app))?;
+        if event::poll(Duration::from_millis(50))? {
+            if let TermEvent::Key(k) = event::read()? {
+                if k.kind == KeyEventKind::Press {
+                    match k.code {
+                        KeyCode::Char('q') | KeyCode::Esc => break,
+                        KeyCode::Char(' ') => {
+                            app.paused = !app.paused;
+                            session.paused.store(app.paused, Ordering::Relaxed);
+                        }
+                        KeyCode::Char('+') | KeyCode::Char('=') => {
+                            app.threshold = (app.threshold + 0.05).min(0.95);
+                            let _ = session.threshold_tx.try_send(app.threshold);
+                        }
+                        KeyCode::Char('-') => {
+                            app.threshold = (app.threshold - 0.05).max(0.05);
+                            let _ = session.threshold_tx.try_send(app.threshold);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+    }
+    session.stop();
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! The live-tagging pipeline end to end: the UI renders, a slow encoder makes the worker skip
+//! hops without losing capture samples, and `ajepa listen --json` prints parseable lines.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use audio_jepa::model::head::Head;
+use audio_jepa::model::{Encoder, EncoderConfig};
+use audio_jepa::stream::session::{Event, HopEvent, Session, Source, Stats};
+use audio_jepa::stream::worker::{Pipeline, PipelineConfig};
+use audio_jepa::ui::{render, App};
+use audio_jepa::FrontendConfig;
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+fn tiny() -> Arc<Encoder> {
+    let vm = VarMap::new();
+    let cfg = EncoderConfig::preset("tiny").unwrap();
+    Arc::new(Encoder::load(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &cfg).unwrap())
+}
+
+fn tone_wav(dir: &std::path::Path, seconds: f32) -> std::path::PathBuf {
+    let path = dir.join("tone.wav");
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 44_100,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&path, spec).unwrap();
+    for i in 0..(44_100.0 * seconds) as usize {
+        let v = (0.3 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 44_100.0).sin() * 32767.0)
+            as i16;
+        w.write_sample(v).unwrap();
+        w.write_sample(v).unwrap();
+    }
+    w.finalize().unwrap();
+    path
+}
+
+#[test]
+fn the_ui_renders_tags_stats_and_the_untrained_flag() {
+    let mut app = App {
+        model: "encoder.safetensors".into(),
+        source: "file clip.flac".into(),
+        untrained: true,
+        threshold: 0.5,
+        ..App::default()
+    };
+    app.on_hop(HopEvent {
+        hop: 3,
+        t_audio_s: 1.23,
+        compute_ms: 4.2,
+        capture_to_tag_ms: 7.5,
+        level_db: -20.0,
+        scores: vec![("dog".into(), 0.91), ("rain".into(), 0.12)],
+        tags_on: vec!["dog".into()],
+        tags_off: vec![],
+        spectrum: vec![0.0; 128],
+    });
+    app.stats = Stats {
+        hops: 4,
+        hop_ms_p50: 4.2,
+        hop_ms_p99: 9.9,
+        skipped_hops: 2,
+        ..Stats::default()
+    };
+    let mut term = Terminal::new(TestBackend::new(110, 32)).unwrap();
+    term.draw(|f| render(f, &app)).unwrap();
+    let buf = term.backend().buffer().clone();
+    let text: String = (0..buf.area.height)
+        .map(|y| {
+            (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol().to_string())
+                .collect::<String>()
+                + "\n"
+        })
+        .collect();
+    for needle in [
+        "UNTRAINED",
+        "dog 0.91",
+        "rain 0.12",
+        "+ dog",
+        "p50 4.20 ms",
+        "p99 9.90 ms",
+        "skipped hops 2",
+        "-20.0 dB",
+    ] {
+        assert!(text.contains(needle), "`{needle}` not on screen:\n{text}");
+    }
+}
+
+#[test]
+fn a_slow_encoder_skips_hops_but_loses_no_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = tone_wav(dir.path(), 3.0);
+    let session = Session::start(
+        Source::File {
+            path: wav,
+            fast: false,
+        },
+        2.0,
+        |rate| {
+            let mut p = Pipeline::new(
+                PipelineConfig::default(),
+                &FrontendConfig::default(),
+                rate,
+                tiny(),
+                Head::untrained(64),
+            )?;
+            // Each hop takes 400 ms, 2.5 hops of audio.
+            p.extra_hop_delay = Duration::from_millis(400);
+            Ok(p)
+        },
+    )
+    .unwrap();
+    let mut last: Option<Stats> = None;
+    while let Ok(ev) = session.events.recv_timeout(Duration::from_secs(20)) {
+        match ev {
+            Event::Stats(s) => last = Some(s),
+            Event::Ended(_) => break,
+            Event::Hop(_) => {}
+        }
+    }
+    let s = last.expect("final stats");
+    eprintln!("{s:?}");
+    assert!(s.skipped_hops > 0, "no hop was skipped");
+    assert_eq!(s.dropped_samples, 0, "capture samples were lost");
+    assert!(
+        (s.audio_s - 3.0).abs() < 0.02,
+        "consumed {} s of 3 s",
+        s.audio_s
+    );
+}
+
+#[test]
+fn listen_json_prints_lines_a_program_can_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = tone_wav(dir.path(), 2.0);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ajepa"))
+        .args(["listen", "--input"])
+        .arg(&wav)
+        .args(["--fast", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["type"], "session");
+    assert_eq!(lines[0]["info"]["untrained"], true);
+    let hops = lines.iter().filter(|l| l["type"] == "hop").count();
+    // 2 s: 198 frames; first hop at frame 96, then one per 16.
+    assert_eq!(hops, 7);
+    let stats = lines.iter().rev().find(|l| l["type"] == "stats").unwrap();
+    assert_eq!(stats["stats"]["hops"], 7);
+    assert_eq!(stats["stats"]["dropped_samples"], 0);
+    assert!(stats["stats"]["real_time_factor"].as_f64().unwrap() > 0.0);
+}
