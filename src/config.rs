@@ -225,6 +225,107 @@ pub struct Profile {
     /// Free-text name shown to the user.
     pub name: Option<String>,
     pub frontend: FrontendConfig,
+    pub stream: StreamConfig,
+}
+
+/// Numeric precision of the encoder on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantization {
+    F32,
+    Q8,
+    Q4,
+}
+
+/// `[stream]`: the live-tagging settings of a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Analysis window, in 160 ms patch columns.
+    pub window_columns: usize,
+    /// Hop between encoder runs, in patch columns.
+    pub hop_columns: usize,
+    /// Encoder preset the device is sized for (tiny, edge, small, base).
+    pub model_preset: String,
+    pub quantization: Quantization,
+    /// Inference threads.
+    pub threads: usize,
+    /// Capacity of the capture ring, in seconds of audio.
+    pub ring_seconds: f64,
+    /// Per-hop compute budget; hops are skipped when the worker falls behind it.
+    pub latency_budget_ms: f64,
+    /// Default tag threshold.
+    pub threshold: f32,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            window_columns: 6,
+            hop_columns: 1,
+            model_preset: "edge".into(),
+            quantization: Quantization::F32,
+            threads: 1,
+            ring_seconds: 2.0,
+            latency_budget_ms: 50.0,
+            threshold: 0.5,
+        }
+    }
+}
+
+impl StreamConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.window_columns == 0
+            || self.hop_columns == 0
+            || self.hop_columns > self.window_columns
+        {
+            return Err(invalid(
+                "stream.hop_columns",
+                format!(
+                    "window {} and hop {} columns must be positive, the hop at most the window",
+                    self.window_columns, self.hop_columns
+                ),
+            ));
+        }
+        if !["tiny", "edge", "small", "base"].contains(&self.model_preset.as_str()) {
+            return Err(invalid(
+                "stream.model_preset",
+                format!(
+                    "unknown preset `{}` (tiny, edge, small, base)",
+                    self.model_preset
+                ),
+            ));
+        }
+        if self.threads == 0 || self.threads > 256 {
+            return Err(invalid(
+                "stream.threads",
+                format!("{} threads", self.threads),
+            ));
+        }
+        if !(self.ring_seconds >= 0.2 && self.ring_seconds <= 60.0) {
+            return Err(invalid(
+                "stream.ring_seconds",
+                format!("{} s (0.2 to 60)", self.ring_seconds),
+            ));
+        }
+        let hop_ms = self.hop_columns as f64 * 160.0;
+        if !(self.latency_budget_ms > 0.0 && self.latency_budget_ms <= hop_ms) {
+            return Err(invalid(
+                "stream.latency_budget_ms",
+                format!(
+                    "{} ms must be positive and at most the hop ({hop_ms} ms), or the tagger falls behind",
+                    self.latency_budget_ms
+                ),
+            ));
+        }
+        if !(self.threshold > 0.0 && self.threshold < 1.0) {
+            return Err(invalid(
+                "stream.threshold",
+                format!("{} not in (0, 1)", self.threshold),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Profile {
@@ -249,7 +350,8 @@ impl Profile {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.frontend.validate()
+        self.frontend.validate()?;
+        self.stream.validate()
     }
 }
 

@@ -34,18 +34,18 @@ pub struct Args {
     /// Print tag events and stats as JSON lines instead of the terminal UI
     #[arg(long)]
     pub json: bool,
-    /// Window, in 160 ms patch columns
-    #[arg(long, default_value_t = 6)]
-    pub window_columns: usize,
+    /// Window, in 160 ms patch columns (default: the profile's)
+    #[arg(long)]
+    pub window_columns: Option<usize>,
     /// Hop, in patch columns
-    #[arg(long, default_value_t = 1)]
-    pub hop_columns: usize,
+    #[arg(long)]
+    pub hop_columns: Option<usize>,
     /// Tag threshold on the smoothed score
-    #[arg(long, default_value_t = 0.5)]
-    pub threshold: f32,
+    #[arg(long)]
+    pub threshold: Option<f32>,
     /// Ring capacity in seconds of audio
-    #[arg(long, default_value_t = 2.0)]
-    pub ring_seconds: f64,
+    #[arg(long)]
+    pub ring_seconds: Option<f64>,
     /// Stop after this many seconds
     #[arg(long)]
     pub seconds: Option<f64>,
@@ -67,6 +67,21 @@ fn random_encoder() -> anyhow::Result<Encoder> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let profile = super::load_profile(args.profile.as_deref())?;
     let fe = profile.frontend.clone();
+    let sc = &profile.stream;
+    let window_columns = args.window_columns.unwrap_or(sc.window_columns);
+    let hop_columns = args.hop_columns.unwrap_or(sc.hop_columns);
+    let threshold = args.threshold.unwrap_or(sc.threshold);
+    let ring_seconds = args.ring_seconds.unwrap_or(sc.ring_seconds);
+    // candle reads its thread count once, at its first operation.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", sc.threads.to_string());
+    }
+    if sc.quantization != audio_jepa::config::Quantization::F32 {
+        tracing::warn!(
+            "profile asks for {:?}; quantized encoders are not available yet, running f32",
+            sc.quantization
+        );
+    }
     let (encoder, model_name) = match &args.model {
         Some(p) => (load_encoder(p, &Device::Cpu)?, p.display().to_string()),
         None => (
@@ -92,9 +107,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let untrained = args.model.is_none() || !head.trained;
     let encoder = Arc::new(encoder);
     let pcfg = PipelineConfig {
-        window_columns: args.window_columns,
-        hop_columns: args.hop_columns,
-        threshold: args.threshold,
+        window_columns,
+        hop_columns,
+        threshold,
         ..PipelineConfig::default()
     };
     let source = match &args.input {
@@ -106,7 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             device: args.device.clone(),
         },
     };
-    let session = Session::start(source, args.ring_seconds, |rate| {
+    let session = Session::start(source, ring_seconds, |rate| {
         Pipeline::new(pcfg, &fe, rate, encoder.clone(), head.clone())
     })
     .map_err(anyhow::Error::msg)
@@ -127,13 +142,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ),
             (None, None) => "microphone".into(),
         },
-        window_s: args.window_columns as f64 * 0.16,
-        hop_s: args.hop_columns as f64 * 0.16,
+        window_s: window_columns as f64 * 0.16,
+        hop_s: hop_columns as f64 * 0.16,
     };
     if args.json {
         run_json(session, &info, args.seconds)
     } else {
-        super::tui::run(session, info, args.threshold, args.seconds)
+        super::tui::run(session, info, threshold, args.seconds)
     }
 }
 
