@@ -17,6 +17,7 @@ pub mod frontend;
 pub mod render;
 
 pub use config::{FrontendConfig, Profile};
+pub mod finetune;
 pub mod model;
 pub mod stream;
 pub mod ui;

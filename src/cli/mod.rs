@@ -4,6 +4,7 @@ pub mod alloc_count;
 mod bench;
 mod devices;
 mod embed;
+mod eval;
 mod features;
 mod listen;
 mod tui;
@@ -35,6 +36,8 @@ enum Command {
     Embed(embed::Args),
     /// List audio input devices with their native rates, channels and formats
     Devices(devices::Args),
+    /// Linear-probe accuracy of an encoder on a labeled CSV, with baselines on the same folds
+    Eval(eval::Args),
     /// Live sound-event tags from the microphone (or --input FILE) in the terminal or as JSON
     Listen(listen::Args),
 }
@@ -46,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(a) => embed::run(a),
         Command::Devices(a) => devices::run(a),
         Command::Listen(a) => listen::run(a),
+        Command::Eval(a) => eval::run(a),
     }
 }
 
