@@ -72,6 +72,9 @@ fn random_like(cfg: &EncoderConfig) -> anyhow::Result<Encoder> {
     Ok(enc)
 }
 
+/// Train features, train labels, test features, test labels.
+type Split = (Vec<f32>, Vec<usize>, Vec<f32>, Vec<usize>);
+
 fn pooled(
     enc: &Encoder,
     spec: &LogMel,
