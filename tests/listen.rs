@@ -59,6 +59,7 @@ fn the_ui_renders_tags_stats_and_the_untrained_flag() {
         tags_on: vec!["dog".into()],
         tags_off: vec![],
         spectrum: vec![0.0; 128],
+        pooled: vec![],
     });
     app.stats = Stats {
         hops: 4,
@@ -164,4 +165,98 @@ fn listen_json_prints_lines_a_program_can_parse() {
     assert_eq!(stats["stats"]["hops"], 7);
     assert_eq!(stats["stats"]["dropped_samples"], 0);
     assert!(stats["stats"]["real_time_factor"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn listen_fast_embeddings_equal_the_offline_encoder_on_the_same_windows() {
+    use audio_jepa::frontend::patches::{normalize, patchify};
+    use audio_jepa::frontend::{LogMel, LogMelExtractor};
+    use audio_jepa::model::checkpoint::{load_encoder, save_encoder};
+    use candle_core::Tensor;
+
+    let dir = tempfile::tempdir().unwrap();
+    // A real clip when ../shared is there, else a generated 44.1 kHz stereo tone.
+    let clip = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/esc50/audio/1-100038-A-14.flac");
+    let clip = if clip.is_file() {
+        clip
+    } else {
+        tone_wav(dir.path(), 3.0)
+    };
+
+    // A tiny encoder with non-trivial weights, saved the way users get them.
+    let cfg = EncoderConfig::preset("tiny").unwrap();
+    let vm = VarMap::new();
+    Encoder::load(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &cfg).unwrap();
+    let mut tensors = std::collections::HashMap::new();
+    for (k, v) in vm.data().lock().unwrap().iter() {
+        let t = (Tensor::randn(0f32, 0.05, v.shape(), &Device::Cpu).unwrap()
+            + if k.contains("norm") && k.ends_with("weight") {
+                1.0
+            } else {
+                0.0
+            })
+        .unwrap();
+        tensors.insert(k.clone(), t);
+    }
+    let model = dir.path().join("enc.safetensors");
+    save_encoder(&model, &tensors, &cfg).unwrap();
+
+    let emb = dir.path().join("emb.npy");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ajepa"))
+        .args(["listen", "--fast", "--json", "--input"])
+        .arg(&clip)
+        .arg("--model")
+        .arg(&model)
+        .arg("--embeddings-out")
+        .arg(&emb)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = audio_jepa::arrays::read_npy(&emb).unwrap();
+
+    // Offline: whole-clip log-mel, then each 96-frame window every 16 frames.
+    let fe = FrontendConfig::default();
+    let enc = load_encoder(&model, &Device::Cpu).unwrap();
+    let samples = audio_jepa::audio::load(&clip, 16_000).unwrap().samples;
+    let spec = LogMelExtractor::new(&fe).unwrap().compute(&samples);
+    let mut expected = Vec::new();
+    let mut start = 0;
+    while start + 96 <= spec.n_frames {
+        let mut w = LogMel {
+            n_frames: 96,
+            n_mels: 128,
+            data: spec.data[start * 128..(start + 96) * 128].to_vec(),
+        };
+        normalize(&mut w.data, &fe);
+        let p = patchify(&w, 16, 16).unwrap();
+        let x = Tensor::from_slice(&p.data, (1, 48, 256), &Device::Cpu).unwrap();
+        let h: Vec<f32> = enc
+            .forward(&x, None)
+            .unwrap()
+            .mean(1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        expected.extend(h);
+        start += 16;
+    }
+    assert_eq!(got.shape, vec![expected.len() / 64, 64]);
+    let worst = got
+        .data
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!(
+        "{} hops from `listen --fast`, max |diff| vs offline = {worst:e}",
+        got.shape[0]
+    );
+    assert!(worst <= 1e-5, "{worst}");
 }

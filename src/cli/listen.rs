@@ -49,6 +49,9 @@ pub struct Args {
     /// Stop after this many seconds
     #[arg(long)]
     pub seconds: Option<f64>,
+    /// With --json: also write every hop's mean-pooled embedding, [hops, width], to this .npy
+    #[arg(long, requires = "json")]
+    pub embeddings_out: Option<PathBuf>,
     /// Front-end profile (name in firmware-config/ or a path)
     #[arg(long)]
     pub profile: Option<PathBuf>,
@@ -146,7 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         hop_s: hop_columns as f64 * 0.16,
     };
     if args.json {
-        run_json(session, &info, args.seconds)
+        run_json(session, &info, args.seconds, args.embeddings_out.as_deref())
     } else {
         super::tui::run(session, info, threshold, args.seconds)
     }
@@ -163,7 +166,15 @@ pub struct SessionInfo {
     pub hop_s: f64,
 }
 
-fn run_json(session: Session, info: &SessionInfo, seconds: Option<f64>) -> anyhow::Result<()> {
+fn run_json(
+    session: Session,
+    info: &SessionInfo,
+    seconds: Option<f64>,
+    embeddings_out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let mut pooled: Vec<f32> = Vec::new();
+    let mut n_hops = 0usize;
+    let mut width = 0usize;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     writeln!(
@@ -177,6 +188,11 @@ fn run_json(session: Session, info: &SessionInfo, seconds: Option<f64>) -> anyho
         let timeout = std::time::Duration::from_millis(200);
         match session.events.recv_timeout(timeout) {
             Ok(Event::Hop(h)) => {
+                if embeddings_out.is_some() {
+                    width = h.pooled.len();
+                    pooled.extend_from_slice(&h.pooled);
+                    n_hops += 1;
+                }
                 let top: Vec<_> = h.scores.iter().take(5).collect();
                 writeln!(
                     out,
@@ -211,6 +227,9 @@ fn run_json(session: Session, info: &SessionInfo, seconds: Option<f64>) -> anyho
             }
             break;
         }
+    }
+    if let Some(path) = embeddings_out {
+        audio_jepa::arrays::write_npy(path, &[n_hops, width], &pooled)?;
     }
     Ok(())
 }

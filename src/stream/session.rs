@@ -43,6 +43,9 @@ pub struct HopEvent {
     /// The newest hop's log-mel column (mean per mel bin), for the scrolling spectrogram.
     #[serde(skip)]
     pub spectrum: Vec<f32>,
+    /// The window's mean-pooled embedding.
+    #[serde(skip)]
+    pub pooled: Vec<f32>,
 }
 
 /// Running figures.
@@ -328,6 +331,7 @@ fn worker_loop(
                 tags_on: h.on.iter().map(|&i| labels[i].clone()).collect(),
                 tags_off: h.off.iter().map(|&i| labels[i].clone()).collect(),
                 spectrum: h.column,
+                pooled: h.pooled,
             };
             if tx.try_send(Event::Hop(ev)).is_err() {
                 dropped_events += 1;
