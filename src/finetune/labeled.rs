@@ -34,6 +34,13 @@ pub struct LabeledSet {
     pub examples: Vec<Example>,
 }
 
+/// A file named in a CSV: beside the CSV (`base`) or in its `audio/` folder (the ESC-50 layout).
+pub fn resolve_listed_file(base: &Path, name: &str) -> Option<PathBuf> {
+    [base.join(name), base.join("audio").join(name)]
+        .into_iter()
+        .find(|p| p.is_file())
+}
+
 /// Reads an ESC-50 style CSV: columns `filename`, `category` (or `target`), optional `fold`;
 /// files beside the CSV or in its `audio/` folder. Classes are sorted by name.
 pub fn read_csv(path: &Path) -> Result<LabeledSet, LabeledError> {
@@ -91,9 +98,7 @@ pub fn read_csv(path: &Path) -> Result<LabeledSet, LabeledError> {
             ),
             None => None,
         };
-        let file = [base.join(name), base.join("audio").join(name)]
-            .into_iter()
-            .find(|p| p.is_file())
+        let file = resolve_listed_file(base, name)
             .ok_or_else(|| row_err(format!("{name}: no such file beside the CSV or in audio/")))?;
         rows.push((file, label.to_string(), fold));
     }

@@ -119,9 +119,7 @@ fn list_csv(path: &Path, folds: Option<&[u32]>) -> Result<Vec<PathBuf>, DataErro
                 continue;
             }
         }
-        let file = [base.join(name), base.join("audio").join(name)]
-            .into_iter()
-            .find(|p| p.is_file())
+        let file = audio_jepa::finetune::labeled::resolve_listed_file(base, name)
             .ok_or_else(|| csv_err(format!("{name}: no such file beside the CSV or in audio/")))?;
         files.push(file);
     }

@@ -7,8 +7,7 @@
 //! projected back to the encoder width (`predictor_proj`). Each target block is predicted in
 //! its own pass, as I-JEPA does by repeating the context once per mask.
 
-use audio_jepa::model::pos_embed::sincos_2d;
-use audio_jepa::model::vit::{gather_tokens, Block, Mode, Norm};
+use audio_jepa::model::vit::{gather_tokens, Block, Mode, Norm, PosCache};
 use audio_jepa::model::EncoderConfig;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{linear, Init, Linear, VarBuilder};
@@ -58,6 +57,7 @@ pub struct Predictor {
     proj: Linear,
     dim: usize,
     n_freq: usize,
+    pos: PosCache,
 }
 
 impl Predictor {
@@ -83,6 +83,7 @@ impl Predictor {
             proj: linear(cfg.embed_dim, enc.embed_dim, vb.pp("predictor_proj"))?,
             dim: cfg.embed_dim,
             n_freq: enc.n_freq(),
+            pos: PosCache::default(),
         })
     }
 
@@ -98,13 +99,12 @@ impl Predictor {
     ) -> Result<Vec<Tensor>> {
         let (b, k, _) = ctx.dims3()?;
         let n_time = n_patches / self.n_freq;
-        let pos = Tensor::from_vec(
-            sincos_2d(self.n_freq, n_time, self.dim),
-            (1, n_patches, self.dim),
-            ctx.device(),
-        )?
-        .to_dtype(ctx.dtype())?
-        .broadcast_as((b, n_patches, self.dim))?;
+        // The same cached table the encoder uses (built once, not every step).
+        let pos = self
+            .pos
+            .get(self.n_freq, n_time, self.dim, ctx)?
+            .unsqueeze(0)?
+            .broadcast_as((b, n_patches, self.dim))?;
         let x = (self.embed.forward(ctx)? + gather_tokens(&pos, ctx_idx)?)?;
         let mut out = Vec::with_capacity(targets.len());
         for tgt in targets {
