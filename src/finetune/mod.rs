@@ -1,4 +1,7 @@
-//! On-device adaptation: labeled sets, features of clips, and the linear probe.
+//! On-device adaptation: labeled sets, window embeddings of clips, the linear probe, full
+//! fine-tuning and few-shot enrollment.
 
+pub mod enroll;
 pub mod labeled;
 pub mod probe;
+pub mod windows;

@@ -1,6 +1,8 @@
 //! Linear probe: standardised features, multinomial logistic regression with L2, full-batch
 //! Adam. Small enough to run in seconds on a CPU for a few thousand clips.
 
+use crate::model::head::{Activation, Head};
+
 #[derive(Debug, Clone)]
 pub struct Probe {
     pub dim: usize,
@@ -150,6 +152,54 @@ impl Probe {
     }
 }
 
+impl Probe {
+    /// The probe as a tagging head on raw pooled embeddings: the standardisation folds into the
+    /// weights (`w' = w / std`, `b' = b - w' . mean`), so the head costs one dot product per class.
+    pub fn to_head(&self, labels: Vec<String>) -> Head {
+        let mut weight = vec![0f32; self.classes * self.dim];
+        let mut bias = self.bias.clone();
+        for c in 0..self.classes {
+            for d in 0..self.dim {
+                let w = self.weight[c * self.dim + d] * self.inv_std[d];
+                weight[c * self.dim + d] = w;
+                bias[c] -= w * self.mean[d];
+            }
+        }
+        Head {
+            labels,
+            weight,
+            bias,
+            dim: self.dim,
+            trained: true,
+            activation: Activation::Softmax,
+            support: Vec::new(),
+            support_labels: Vec::new(),
+        }
+    }
+}
+
+/// At most `per_class` rows of each class, evenly spaced through its rows (deterministic): the
+/// support set a head keeps for later enrollment.
+pub fn support_subset(
+    x: &[f32],
+    y: &[usize],
+    dim: usize,
+    per_class: usize,
+) -> (Vec<f32>, Vec<u32>) {
+    let classes = y.iter().max().map_or(0, |m| m + 1);
+    let (mut sx, mut sy) = (Vec::new(), Vec::new());
+    for c in 0..classes {
+        let rows: Vec<usize> = (0..y.len()).filter(|&i| y[i] == c).collect();
+        let take = rows.len().min(per_class);
+        for k in 0..take {
+            let i = rows[k * rows.len() / take];
+            sx.extend_from_slice(&x[i * dim..(i + 1) * dim]);
+            sy.push(c as u32);
+        }
+    }
+    (sx, sy)
+}
+
 /// Accuracy and macro-F1 of predictions, and the confusion matrix `[true][pred]`.
 pub fn scores(truth: &[usize], pred: &[usize], classes: usize) -> (f64, f64, Vec<Vec<usize>>) {
     let mut cm = vec![vec![0usize; classes]; classes];
@@ -205,5 +255,19 @@ mod tests {
         let pred: Vec<usize> = x.chunks(4).map(|v| p.predict(v)).collect();
         let (acc, f1, _) = scores(&y, &pred, 3);
         assert!(acc > 0.95 && f1 > 0.95, "{acc} {f1}");
+
+        // The folded head gives the probe's probabilities on raw features.
+        let head = p.to_head(vec!["a".into(), "b".into(), "c".into()]);
+        let mut out = Vec::new();
+        for v in x.chunks(4).take(10) {
+            head.scores_into(v, &mut out);
+            for (a, b) in out.iter().zip(p.predict_proba(v)) {
+                assert!((a - b).abs() < 1e-5, "{a} {b}");
+            }
+        }
+        let (sx, sy) = support_subset(&x, &y, 4, 7);
+        assert_eq!(sy.len(), 21);
+        assert_eq!(sx.len(), 84);
+        assert!(sy.iter().filter(|&&c| c == 2).count() == 7);
     }
 }

@@ -1,6 +1,8 @@
 //! The tagging head: a linear map from a pooled clip embedding to per-class scores, with the
-//! class names. Stored in safetensors (`weight` `[C, D]`, `bias` `[C]`) with the labels and
-//! whether the head was trained in the metadata.
+//! class names. Stored in safetensors (`weight` `[C, D]`, `bias` `[C]`) with the labels, the
+//! activation and whether the head was trained in the metadata. A head may also carry a small
+//! support set of the embeddings it was fitted on (`support` `[M, D]`, `support_labels` `[M]`),
+//! which is what lets `ajepa enroll` add a class later by refitting on the device.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,7 +12,25 @@ use candle_core::{Device, Tensor};
 use super::checkpoint::{load_tensors, save_tensors};
 use super::ModelError;
 
-#[derive(Debug, Clone)]
+/// How scores become confidences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Independent per-class probabilities (tags are not exclusive).
+    Sigmoid,
+    /// One distribution over the classes (a single-label classifier, e.g. the linear probe).
+    Softmax,
+}
+
+impl Activation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Sigmoid => "sigmoid",
+            Self::Softmax => "softmax",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct Head {
     pub labels: Vec<String>,
     /// `[C][D]` row-major.
@@ -19,6 +39,11 @@ pub struct Head {
     pub dim: usize,
     /// False for a placeholder head: the UI flags its output as meaningless.
     pub trained: bool,
+    pub activation: Activation,
+    /// Embeddings the head was fitted on, `[M][D]` row-major (may be empty).
+    pub support: Vec<f32>,
+    /// Class of each support row.
+    pub support_labels: Vec<u32>,
 }
 
 impl Head {
@@ -30,22 +55,53 @@ impl Head {
             bias: Vec::new(),
             dim,
             trained: false,
+            activation: Activation::Sigmoid,
+            support: Vec::new(),
+            support_labels: Vec::new(),
         }
     }
 
-    /// Per-class probabilities (sigmoid of the scores: tags are not exclusive) into `out`.
+    pub fn classes(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Per-class confidences into `out` (no allocation once `out` has the capacity).
     pub fn scores_into(&self, pooled: &[f32], out: &mut Vec<f32>) {
         out.clear();
         for (c, b) in self.bias.iter().enumerate() {
             let w = &self.weight[c * self.dim..(c + 1) * self.dim];
-            let s: f32 = w.iter().zip(pooled).map(|(a, b)| a * b).sum::<f32>() + b;
-            out.push(1.0 / (1.0 + (-s).exp()));
+            out.push(w.iter().zip(pooled).map(|(a, b)| a * b).sum::<f32>() + b);
+        }
+        match self.activation {
+            Activation::Sigmoid => out.iter_mut().for_each(|s| *s = 1.0 / (1.0 + (-*s).exp())),
+            Activation::Softmax => {
+                let m = out.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0;
+                for s in out.iter_mut() {
+                    *s = (*s - m).exp();
+                    sum += *s;
+                }
+                out.iter_mut().for_each(|s| *s /= sum);
+            }
         }
     }
 
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
         let c = self.labels.len();
-        let tensors = HashMap::from([
+        let m = self.support_labels.len();
+        if self.weight.len() != c * self.dim
+            || self.bias.len() != c
+            || self.support.len() != m * self.dim
+        {
+            return Err(ModelError::Config(format!(
+                "inconsistent head: {c} labels, {} weights, {} biases, {} support values for {m} rows of {}",
+                self.weight.len(),
+                self.bias.len(),
+                self.support.len(),
+                self.dim
+            )));
+        }
+        let mut tensors = HashMap::from([
             (
                 "weight".to_string(),
                 Tensor::from_slice(&self.weight, (c, self.dim), &Device::Cpu)?,
@@ -55,6 +111,16 @@ impl Head {
                 Tensor::from_slice(&self.bias, c, &Device::Cpu)?,
             ),
         ]);
+        if m > 0 {
+            tensors.insert(
+                "support".to_string(),
+                Tensor::from_slice(&self.support, (m, self.dim), &Device::Cpu)?,
+            );
+            tensors.insert(
+                "support_labels".to_string(),
+                Tensor::from_slice(&self.support_labels, m, &Device::Cpu)?,
+            );
+        }
         let meta = HashMap::from([
             ("format".to_string(), "audio-jepa-head".to_string()),
             (
@@ -63,6 +129,10 @@ impl Head {
                     .map_err(|e| ModelError::Config(e.to_string()))?,
             ),
             ("trained".to_string(), self.trained.to_string()),
+            (
+                "activation".to_string(),
+                self.activation.as_str().to_string(),
+            ),
         ]);
         save_tensors(path, &tensors, meta)
     }
@@ -91,12 +161,40 @@ impl Head {
                 b.shape()
             )));
         }
+        let activation = match meta.get("activation").map(String::as_str) {
+            None | Some("sigmoid") => Activation::Sigmoid,
+            Some("softmax") => Activation::Softmax,
+            Some(other) => return Err(bad(format!("unknown activation `{other}`"))),
+        };
+        let (support, support_labels) = match (t.get("support"), t.get("support_labels")) {
+            (Some(s), Some(l)) => {
+                let (m, d) = s.dims2().map_err(|e| bad(e.to_string()))?;
+                let labels: Vec<u32> = l
+                    .to_dtype(candle_core::DType::U32)?
+                    .to_vec1()
+                    .map_err(|e| bad(format!("support_labels: {e}")))?;
+                if d != dim || labels.len() != m || labels.iter().any(|&l| l as usize >= c) {
+                    return Err(bad(format!(
+                        "support {:?} with {} labels does not fit {} classes of dimension {dim}",
+                        s.shape(),
+                        labels.len(),
+                        c
+                    )));
+                }
+                (s.flatten_all()?.to_vec1()?, labels)
+            }
+            (None, None) => (Vec::new(), Vec::new()),
+            _ => return Err(bad("`support` and `support_labels` come together".into())),
+        };
         Ok(Self {
             labels,
             weight: w.flatten_all()?.to_vec1()?,
             bias: b.to_vec1()?,
             dim,
             trained: meta.get("trained").map(String::as_str) == Some("true"),
+            activation,
+            support,
+            support_labels,
         })
     }
 }

@@ -67,7 +67,7 @@ impl Attention {
         })
     }
 
-    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, mode: Mode, bias: Option<&Tensor>) -> Result<Tensor> {
         let (b, n, c) = x.dims3()?;
         let h = self.num_heads;
         let qkv = self
@@ -78,7 +78,10 @@ impl Attention {
         let q = (qkv.i(0)?.contiguous()? * self.scale)?;
         let k = qkv.i(1)?.contiguous()?;
         let v = qkv.i(2)?.contiguous()?;
-        let att = q.matmul(&k.t()?)?;
+        let mut att = q.matmul(&k.t()?)?;
+        if let Some(bias) = bias {
+            att = att.broadcast_add(bias)?;
+        }
         let att = match mode {
             Mode::Inference => candle_nn::ops::softmax_last_dim(&att)?,
             Mode::Train => super::ops::softmax_last_dim(&att)?,
@@ -128,8 +131,12 @@ impl Block {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&self.norm1.forward(x, mode)?, mode)?)?;
+    /// `bias`: an additive attention bias broadcastable to `[B, heads, N, N]` (see
+    /// [`key_dropout_bias`]).
+    pub fn forward(&self, x: &Tensor, mode: Mode, bias: Option<&Tensor>) -> Result<Tensor> {
+        let x = (x + self
+            .attn
+            .forward(&self.norm1.forward(x, mode)?, mode, bias)?)?;
         &x + self.mlp.forward(&self.norm2.forward(&x, mode)?)?
     }
 }
@@ -227,15 +234,58 @@ impl Encoder {
     /// indices) only those tokens enter the transformer, as in I-JEPA's context encoder; their
     /// position embeddings are those of their place in the full grid. Returns `[B, K or N, D]`.
     pub fn forward(&self, patches: &Tensor, keep: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_with_bias(patches, keep, None)
+    }
+
+    /// As [`Encoder::forward`], with one additive attention bias per block (`biases.len()` must
+    /// equal the depth): how fine-tuning applies A-JEPA's regularized masking.
+    pub fn forward_with_bias(
+        &self,
+        patches: &Tensor,
+        keep: Option<&Tensor>,
+        biases: Option<&[Tensor]>,
+    ) -> Result<Tensor> {
+        if let Some(b) = biases {
+            if b.len() != self.blocks.len() {
+                candle_core::bail!(
+                    "{} attention biases for {} blocks",
+                    b.len(),
+                    self.blocks.len()
+                );
+            }
+        }
         let mut x = self.embed(patches)?;
         if let Some(idx) = keep {
             x = gather_tokens(&x, idx)?;
         }
-        for block in &self.blocks {
-            x = block.forward(&x, self.mode)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(&x, self.mode, biases.map(|b| &b[i]))?;
         }
         self.norm.forward(&x, self.mode)
     }
+}
+
+/// A-JEPA's regularized masking for fine-tuning (A-JEPA section 3.4; DESIGN.md): tokens with
+/// `dropped[b * n + k]` set may not serve as attention keys or values for other tokens, but still
+/// attend to themselves. Returns the additive bias `[B, 1, N, N]` (0 or a large negative value).
+pub fn key_dropout_bias(
+    dropped: &[bool],
+    b: usize,
+    n: usize,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    if dropped.len() != b * n {
+        candle_core::bail!("{} dropout flags for {b} x {n} tokens", dropped.len());
+    }
+    let mut bias = vec![0f32; b * n * n];
+    for bi in 0..b {
+        for k in (0..n).filter(|&k| dropped[bi * n + k]) {
+            for q in (0..n).filter(|&q| q != k) {
+                bias[(bi * n + q) * n + k] = -1e9;
+            }
+        }
+    }
+    Tensor::from_vec(bias, (b, 1, n, n), device)
 }
 
 /// `x[b, idx[b, k], :]` for `x: [B, N, D]`, `idx: [B, K]` (u32).

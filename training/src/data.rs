@@ -38,6 +38,16 @@ pub fn list_audio(source: &Path) -> Result<Vec<PathBuf>, DataError> {
 
 /// As [`list_audio`]; for a CSV with a `fold` column (ESC-50), only the rows of `folds`.
 pub fn list_audio_folds(source: &Path, folds: Option<&[u32]>) -> Result<Vec<PathBuf>, DataError> {
+    list_audio_where(source, folds, None)
+}
+
+/// As [`list_audio_folds`]; for a CSV, also only the rows whose column `where_.0` equals
+/// `where_.1` (case-insensitive), e.g. `("esc10", "true")` for ESC-50's ESC-10 subset.
+pub fn list_audio_where(
+    source: &Path,
+    folds: Option<&[u32]>,
+    where_: Option<(&str, &str)>,
+) -> Result<Vec<PathBuf>, DataError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| DataError::Io { path, source }
@@ -59,7 +69,7 @@ pub fn list_audio_folds(source: &Path, folds: Option<&[u32]>) -> Result<Vec<Path
         files.sort();
         files
     } else {
-        list_csv(source, folds)?
+        list_csv(source, folds, where_)?
     };
     if files.is_empty() {
         return Err(DataError::NoAudio {
@@ -69,7 +79,11 @@ pub fn list_audio_folds(source: &Path, folds: Option<&[u32]>) -> Result<Vec<Path
     Ok(files)
 }
 
-fn list_csv(path: &Path, folds: Option<&[u32]>) -> Result<Vec<PathBuf>, DataError> {
+fn list_csv(
+    path: &Path,
+    folds: Option<&[u32]>,
+    where_: Option<(&str, &str)>,
+) -> Result<Vec<PathBuf>, DataError> {
     let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
         source,
@@ -96,8 +110,28 @@ fn list_csv(path: &Path, folds: Option<&[u32]>) -> Result<Vec<PathBuf>, DataErro
             reason: "folds were asked for but the CSV has no `fold` column".into(),
         });
     }
+    let where_col = match where_ {
+        Some((name, value)) => Some((
+            header
+                .split(',')
+                .position(|h| h.trim().eq_ignore_ascii_case(name))
+                .ok_or_else(|| DataError::Csv {
+                    path: path.to_path_buf(),
+                    line: 1,
+                    reason: format!("no column `{name}` to select rows by"),
+                })?,
+            value,
+        )),
+        None => None,
+    };
     let mut files = Vec::new();
     for (i, line) in lines {
+        if let Some((c, value)) = where_col {
+            let v = line.split(',').nth(c).map(str::trim).unwrap_or("");
+            if !v.eq_ignore_ascii_case(value) {
+                continue;
+            }
+        }
         let csv_err = |reason: String| DataError::Csv {
             path: path.to_path_buf(),
             line: i + 1,
@@ -150,6 +184,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(list_audio(&root.join("list.csv")).unwrap(), found);
+        std::fs::write(
+            root.join("subset.csv"),
+            "fold,filename,esc10\n1,a.wav,True\n2,sub/b.FLAC,False\n",
+        )
+        .unwrap();
+        assert_eq!(
+            list_audio_where(&root.join("subset.csv"), None, Some(("esc10", "true"))).unwrap(),
+            vec![root.join("audio/a.wav")]
+        );
+        assert!(
+            list_audio_where(&root.join("subset.csv"), None, Some(("nope", "x")))
+                .unwrap_err()
+                .to_string()
+                .contains("nope")
+        );
 
         std::fs::write(root.join("bad.csv"), "filename\na.wav\nmissing.wav\n").unwrap();
         let msg = list_audio(&root.join("bad.csv")).unwrap_err().to_string();

@@ -112,7 +112,7 @@ impl Predictor {
             let queries = gather_tokens(&pos, tgt)?.broadcast_add(&self.mask_token)?;
             let mut h = Tensor::cat(&[&x, &queries], 1)?;
             for block in &self.blocks {
-                h = block.forward(&h, Mode::Train)?;
+                h = block.forward(&h, Mode::Train, None)?;
             }
             let h = self.norm.forward(&h, Mode::Train)?.narrow(1, k, n_m)?;
             out.push(self.proj.forward(&h)?);

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use audio_jepa_training::config::TrainConfig;
-use audio_jepa_training::data::list_audio_folds;
+use audio_jepa_training::data::list_audio_where;
 use audio_jepa_training::features::load_features;
 use audio_jepa_training::loader::{fixed_batch, Loader};
 use audio_jepa_training::plot::write_curves;
@@ -26,6 +26,9 @@ pub struct Args {
     /// For CSV sources with a `fold` column (ESC-50): only these folds, e.g. 1,2,3
     #[arg(long, value_delimiter = ',')]
     folds: Option<Vec<u32>>,
+    /// For CSV sources: only rows where COLUMN equals VALUE, e.g. `esc10=True` (ESC-10 subset)
+    #[arg(long = "where", value_name = "COLUMN=VALUE", value_parser = parse_where)]
+    where_: Option<(String, String)>,
     /// Run directory: checkpoint, encoder, config, log.jsonl, curves.png
     #[arg(long)]
     out: PathBuf,
@@ -44,6 +47,14 @@ pub struct Args {
     /// Stop after this many minutes (a checkpoint is written first); the run can be resumed
     #[arg(long)]
     minutes: Option<f64>,
+}
+
+/// `COLUMN=VALUE` for `--where`.
+pub fn parse_where(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(c, v)| (c.trim().to_string(), v.trim().to_string()))
+        .filter(|(c, _)| !c.is_empty())
+        .ok_or_else(|| format!("`{s}`: expected COLUMN=VALUE, e.g. esc10=True"))
 }
 
 fn device(name: &str) -> anyhow::Result<Device> {
@@ -105,8 +116,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut files = Vec::new();
     for d in &args.data {
         files.extend(
-            list_audio_folds(d, args.folds.as_deref())
-                .with_context(|| format!("listing {}", d.display()))?,
+            list_audio_where(
+                d,
+                args.folds.as_deref(),
+                args.where_.as_ref().map(|(c, v)| (c.as_str(), v.as_str())),
+            )
+            .with_context(|| format!("listing {}", d.display()))?,
         );
     }
     let cache = args.cache.clone().unwrap_or_else(default_cache);
