@@ -4,8 +4,10 @@ pub mod alloc_count;
 mod bench;
 mod devices;
 mod embed;
+mod enroll;
 mod eval;
 mod features;
+mod finetune;
 mod listen;
 mod tui;
 
@@ -38,6 +40,10 @@ enum Command {
     Devices(devices::Args),
     /// Linear-probe accuracy of an encoder on a labeled CSV, with baselines on the same folds
     Eval(eval::Args),
+    /// Train a tagging head (linear probe) or fine-tune the encoder on a labeled set
+    Finetune(finetune::Args),
+    /// Add a class to a head from a few clips, so the live tagger recognises it at once
+    Enroll(enroll::Args),
     /// Live sound-event tags from the microphone (or --input FILE) in the terminal or as JSON
     Listen(listen::Args),
 }
@@ -50,6 +56,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Devices(a) => devices::run(a),
         Command::Listen(a) => listen::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Finetune(a) => finetune::run(a),
+        Command::Enroll(a) => enroll::run(a),
     }
 }
 

@@ -41,9 +41,26 @@ pub fn resolve_listed_file(base: &Path, name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// `COLUMN=VALUE` (a command-line row filter such as `esc10=True`).
+pub fn parse_where(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(c, v)| (c.trim().to_string(), v.trim().to_string()))
+        .filter(|(c, _)| !c.is_empty())
+        .ok_or_else(|| format!("`{s}`: expected COLUMN=VALUE, e.g. esc10=True"))
+}
+
 /// Reads an ESC-50 style CSV: columns `filename`, `category` (or `target`), optional `fold`;
 /// files beside the CSV or in its `audio/` folder. Classes are sorted by name.
 pub fn read_csv(path: &Path) -> Result<LabeledSet, LabeledError> {
+    read_csv_where(path, None)
+}
+
+/// As [`read_csv`], keeping only the rows whose column `where_.0` equals `where_.1`
+/// (case-insensitive), e.g. `("esc10", "True")` for ESC-50's ESC-10 subset.
+pub fn read_csv_where(
+    path: &Path,
+    where_: Option<(&str, &str)>,
+) -> Result<LabeledSet, LabeledError> {
     let text = std::fs::read_to_string(path).map_err(|source| LabeledError::Io {
         path: path.to_path_buf(),
         source,
@@ -74,9 +91,24 @@ pub fn read_csv(path: &Path) -> Result<LabeledSet, LabeledError> {
                 reason: "no `category` or `target` column".into(),
             })?;
     let fold_col = find("fold");
+    let where_col = match where_ {
+        Some((name, value)) => Some((
+            find(&name.to_ascii_lowercase()).ok_or_else(|| LabeledError::Set {
+                path: path.to_path_buf(),
+                reason: format!("no column `{name}` to select rows by"),
+            })?,
+            value,
+        )),
+        None => None,
+    };
     let mut rows = Vec::new();
     for (i, line) in lines {
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        if let Some((c, value)) = where_col {
+            if !f.get(c).is_some_and(|v| v.eq_ignore_ascii_case(value)) {
+                continue;
+            }
+        }
         let row_err = |reason: String| LabeledError::Row {
             path: path.to_path_buf(),
             line: i + 1,
@@ -182,6 +214,22 @@ mod tests {
         assert_eq!(set.examples.len(), 3);
         assert_eq!(set.examples[1].class, 1);
         assert_eq!(set.examples[1].fold, Some(2));
+        std::fs::write(
+            root.join("sub.csv"),
+            "filename,fold,category,esc10\na.wav,1,dog,True\nb.wav,2,rain,False\n",
+        )
+        .unwrap();
+        let sub = read_csv_where(&root.join("sub.csv"), Some(("ESC10", "true"))).unwrap();
+        assert_eq!(sub.classes, ["dog"]);
+        assert!(read_csv_where(&root.join("sub.csv"), Some(("nope", "1")))
+            .unwrap_err()
+            .to_string()
+            .contains("nope"));
+        assert_eq!(
+            parse_where("esc10=True").unwrap(),
+            ("esc10".into(), "True".into())
+        );
+        assert!(parse_where("esc10").is_err());
 
         std::fs::write(
             root.join("bad.csv"),

@@ -2,6 +2,7 @@
 //! fine-tuning and few-shot enrollment.
 
 pub mod enroll;
+pub mod full;
 pub mod labeled;
 pub mod probe;
 pub mod windows;

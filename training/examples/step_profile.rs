@@ -6,7 +6,7 @@ use std::time::Instant;
 use audio_jepa_training::config::TrainConfig;
 use audio_jepa_training::features::ClipFeatures;
 use audio_jepa_training::jepa::{LossKind, MaskTensors};
-use audio_jepa_training::loader::make_batch;
+use audio_jepa_training::loader::{make_batch, Corpus};
 use audio_jepa_training::train::Trainer;
 use candle_core::{Device, Tensor};
 
@@ -25,6 +25,7 @@ fn main() -> anyhow::Result<()> {
                 .into(),
         })
         .collect();
+    let clips = Corpus::new(clips, &cfg);
     let mut t = Trainer::new(cfg.clone(), &Device::Cpu)?;
     let dev = Device::Cpu;
     let mut acc = [0.0f64; 6];

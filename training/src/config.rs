@@ -122,6 +122,23 @@ pub struct DataSection {
     pub loader_threads: usize,
     /// Batches each loader thread may hold ready.
     pub prefetch: usize,
+    /// How crops are drawn; see [`Sampling`].
+    pub sampling: Sampling,
+}
+
+/// How training crops are drawn from the clips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sampling {
+    /// Every clip equally likely; a clip shorter than a crop is padded with silence (the log
+    /// floor). With many short clips (the spoken digits: 0.4 s in a 2.56 s crop) most patches
+    /// are then identical padding, trivially predictable, and the run collapses (see
+    /// docs/runs/README.md).
+    Clip,
+    /// Clips drawn in proportion to their sound (digital silence at either end trimmed), and a
+    /// crop longer than the clip filled with further clips, end to end, as a stream would hear
+    /// them one after another. No padding is ever a target.
+    Duration,
 }
 
 impl Default for DataSection {
@@ -131,6 +148,7 @@ impl Default for DataSection {
             gain_jitter_db: 6.0,
             loader_threads: 1,
             prefetch: 4,
+            sampling: Sampling::Duration,
         }
     }
 }

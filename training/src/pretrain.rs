@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use audio_jepa::finetune::labeled::parse_where;
 use audio_jepa_training::config::TrainConfig;
 use audio_jepa_training::data::list_audio_where;
 use audio_jepa_training::features::load_features;
-use audio_jepa_training::loader::{fixed_batch, Loader};
+use audio_jepa_training::loader::{fixed_batch, Corpus, Loader};
 use audio_jepa_training::plot::write_curves;
 use audio_jepa_training::train::{Trainer, CHECKPOINT, ENCODER};
 use candle_core::{Device, Tensor};
@@ -47,14 +48,6 @@ pub struct Args {
     /// Stop after this many minutes (a checkpoint is written first); the run can be resumed
     #[arg(long)]
     minutes: Option<f64>,
-}
-
-/// `COLUMN=VALUE` for `--where`.
-pub fn parse_where(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(c, v)| (c.trim().to_string(), v.trim().to_string()))
-        .filter(|(c, _)| !c.is_empty())
-        .ok_or_else(|| format!("`{s}`: expected COLUMN=VALUE, e.g. esc10=True"))
 }
 
 fn device(name: &str) -> anyhow::Result<Device> {
@@ -160,12 +153,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.device
     );
 
-    let (fixed, n_fixed) = fixed_batch(&clips, &cfg, cfg.run.rank_clips);
+    let corpus = Corpus::new(clips, &cfg);
+    eprintln!(
+        "{:.2} h of sound after trimming digital silence; crops drawn by {:?}",
+        corpus.active_frames() as f64 * cfg.frontend.frame_shift_ms / 3.6e6,
+        cfg.data.sampling
+    );
+    let (fixed, n_fixed) = fixed_batch(&corpus, &cfg, cfg.run.rank_clips);
     let n_patches = fixed.len() / n_fixed / enc.patch_len();
     let fixed = Tensor::from_vec(fixed, (n_fixed, n_patches, enc.patch_len()), &dev)?;
 
-    let clips = Arc::new(clips);
-    let loader = Loader::start(clips, cfg.clone(), trainer.step);
+    let loader = Loader::start(Arc::new(corpus), cfg.clone(), trainer.step);
     let log_path = args.out.join("log.jsonl");
     let mut log = std::fs::OpenOptions::new()
         .create(true)

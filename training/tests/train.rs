@@ -6,7 +6,7 @@ use std::sync::Arc;
 use audio_jepa_training::config::TrainConfig;
 use audio_jepa_training::features::ClipFeatures;
 use audio_jepa_training::jepa::{Jepa, LossKind, MaskTensors};
-use audio_jepa_training::loader::{fixed_batch, make_batch, Loader};
+use audio_jepa_training::loader::{fixed_batch, make_batch, Corpus, Loader};
 use audio_jepa_training::train::Trainer;
 use candle_core::{Device, Tensor};
 
@@ -99,7 +99,7 @@ fn gradients_reach_context_and_predictor_but_not_target() {
     let cfg = tiny_config(10);
     let enc = cfg.model.encoder_config().unwrap();
     let jepa = Jepa::new(&enc, &cfg.predictor, &Device::Cpu, 0).unwrap();
-    let clips = synthetic_clips(4);
+    let clips = Corpus::new(synthetic_clips(4), &cfg);
     let batch = make_batch(&clips, &cfg, 0);
     let patches = Tensor::from_slice(
         &batch.patches,
@@ -143,7 +143,7 @@ fn gradients_reach_context_and_predictor_but_not_target() {
 fn a_tiny_model_learns_without_collapse() {
     let steps = 300;
     let cfg = tiny_config(steps);
-    let clips = Arc::new(synthetic_clips(32));
+    let clips = Arc::new(Corpus::new(synthetic_clips(32), &cfg));
     let mut trainer = Trainer::new(cfg.clone(), &Device::Cpu).unwrap();
     let (fixed, n) = fixed_batch(&clips, &cfg, 8);
     let fixed = Tensor::from_vec(fixed, (n, 64, 256), &Device::Cpu).unwrap();
@@ -171,7 +171,7 @@ fn a_tiny_model_learns_without_collapse() {
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one() {
     let cfg = tiny_config(8);
-    let clips = synthetic_clips(8);
+    let clips = Corpus::new(synthetic_clips(8), &cfg);
     let dir = tempfile::tempdir().unwrap();
 
     let mut straight = Trainer::new(cfg.clone(), &Device::Cpu).unwrap();
@@ -220,4 +220,57 @@ fn a_damaged_checkpoint_is_a_clear_error() {
         .expect("must fail")
         .to_string();
     assert!(err.contains("checkpoint.safetensors"), "{err}");
+}
+
+/// Short clips (spoken digits in a long crop) and clips padded with digital silence (ESC-50):
+/// duration sampling trims the silence and fills crops end to end, so no crop frame is padding,
+/// and clips are drawn in proportion to their sound; the old clip sampling pads.
+#[test]
+fn duration_sampling_fills_crops_with_sound() {
+    let mut cfg = tiny_config(4);
+    let floor = cfg.frontend.log_floor.ln();
+    let n_mels = 128;
+    // 3 short clips of 20 frames of sound between 30 frames of digital silence; 1 long clip.
+    let mut clips = Vec::new();
+    for i in 0..3 {
+        let data: Vec<f32> = (0..80 * n_mels)
+            .map(|j| {
+                let t = j / n_mels;
+                if (30..50).contains(&t) {
+                    -2.0 + i as f32
+                } else {
+                    floor
+                }
+            })
+            .collect();
+        clips.push(ClipFeatures {
+            path: format!("short{i}").into(),
+            n_frames: 80,
+            data: data.into(),
+        });
+    }
+    let long: Vec<f32> = (0..600 * n_mels).map(|j| ((j % 7) as f32) - 3.0).collect();
+    clips.push(ClipFeatures {
+        path: "long".into(),
+        n_frames: 600,
+        data: long.into(),
+    });
+    let corpus = Corpus::new(clips, &cfg);
+    assert_eq!(corpus.spans[..3], [(30, 50); 3]);
+    assert_eq!(corpus.spans[3], (0, 600));
+    assert_eq!(corpus.active_frames(), 660);
+    let norm_floor = (floor - cfg.frontend.norm_mean) / (2.0 * cfg.frontend.norm_std);
+    let padded = |b: &audio_jepa_training::loader::Batch| {
+        b.patches
+            .iter()
+            .filter(|&&v| (v - norm_floor).abs() < 1e-6)
+            .count()
+    };
+    for s in 0..20 {
+        let b = make_batch(&corpus, &cfg, s);
+        assert_eq!(padded(&b), 0, "step {s}: padding in a crop");
+    }
+    cfg.data.sampling = audio_jepa_training::config::Sampling::Clip;
+    let b = make_batch(&corpus, &cfg, 0);
+    assert!(padded(&b) > 0, "clip sampling pads short clips");
 }

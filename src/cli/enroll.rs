@@ -1,0 +1,78 @@
+//! `ajepa enroll NAME CLIP...`: adds a class to a head from a few clips (seconds on a CPU).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use audio_jepa::finetune::enroll::enroll;
+use audio_jepa::finetune::probe::ProbeConfig;
+use audio_jepa::finetune::windows::{embed_windows, load_clip_windows, WindowSpec};
+use audio_jepa::frontend::LogMelExtractor;
+use audio_jepa::model::checkpoint::load_encoder;
+use audio_jepa::model::head::Head;
+use audio_jepa::FrontendConfig;
+use candle_core::Device;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Name of the sound (a new class, or an existing one to give more examples)
+    pub name: String,
+    /// A few clips of it (WAV, FLAC, Ogg, MP3)
+    #[arg(required = true)]
+    pub clips: Vec<PathBuf>,
+    /// The encoder the head belongs to
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The head to extend (from `ajepa finetune` or an earlier `enroll`)
+    #[arg(long)]
+    pub head: PathBuf,
+    /// Where to write the new head (default: replace --head; the old one is kept as .bak)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Window in patch columns; must match `listen`
+    #[arg(long, default_value_t = 6)]
+    pub window_columns: usize,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let head = Head::load(&args.head)?;
+    let enc = load_encoder(&args.model, &Device::Cpu)?;
+    if enc.config().embed_dim != head.dim {
+        bail!(
+            "head {} expects {}-wide embeddings, the encoder {} gives {}",
+            args.head.display(),
+            head.dim,
+            args.model.display(),
+            enc.config().embed_dim
+        );
+    }
+    let fe = FrontendConfig::default();
+    let mut lm = LogMelExtractor::new(&fe)?;
+    let ws = WindowSpec {
+        columns: args.window_columns,
+        ..WindowSpec::default()
+    };
+    let mut rows = Vec::new();
+    for clip in &args.clips {
+        let w = load_clip_windows(clip, &mut lm, &fe, &ws)
+            .with_context(|| format!("reading {}", clip.display()))?;
+        rows.extend(embed_windows(&enc, &w, 32)?);
+    }
+    let new = enroll(&head, &args.name, &rows, ProbeConfig::default())?;
+    let out = args.out.clone().unwrap_or_else(|| args.head.clone());
+    if out == args.head {
+        let bak = args.head.with_extension("safetensors.bak");
+        std::fs::copy(&args.head, &bak)
+            .with_context(|| format!("keeping the old head as {}", bak.display()))?;
+    }
+    new.save(&out)?;
+    println!(
+        "`{}` enrolled from {} clip(s) ({} windows); {} classes: {}; wrote {}",
+        args.name.trim(),
+        args.clips.len(),
+        rows.len() / head.dim,
+        new.labels.len(),
+        new.labels.join(", "),
+        out.display()
+    );
+    Ok(())
+}

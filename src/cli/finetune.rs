@@ -1,0 +1,363 @@
+//! `ajepa finetune`: a tagging head (linear probe on frozen embeddings) or a fine-tuned encoder
+//! and head, from a labeled set; `listen --model --head` loads what it writes.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use audio_jepa::finetune::enroll::SUPPORT_PER_CLASS;
+use audio_jepa::finetune::full::{clip_probabilities, finetune, FinetuneConfig, LabeledClips};
+use audio_jepa::finetune::labeled::{parse_where, read_csv_where, read_folders, LabeledSet};
+use audio_jepa::finetune::probe::{scores, support_subset, Probe, ProbeConfig};
+use audio_jepa::finetune::windows::{embed_windows, load_clip_windows, WindowSpec};
+use audio_jepa::frontend::LogMelExtractor;
+use audio_jepa::model::checkpoint::{load_encoder, load_tensors, save_encoder};
+use audio_jepa::model::head::Head;
+use audio_jepa::model::Encoder;
+use audio_jepa::FrontendConfig;
+use candle_core::Device;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Encoder weights (.safetensors with its .json)
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Labeled set: an ESC-50 style CSV (filename, fold, category)
+    #[arg(long, conflicts_with = "folders", required_unless_present = "folders")]
+    pub csv: Option<PathBuf>,
+    /// Labeled set: a folder with one subfolder of clips per class
+    #[arg(long)]
+    pub folders: Option<PathBuf>,
+    /// With --csv: only rows where COLUMN equals VALUE, e.g. esc10=True
+    #[arg(long = "where", value_name = "COLUMN=VALUE", value_parser = parse_where)]
+    pub where_: Option<(String, String)>,
+    /// With --csv: folds to train on (default: every fold not used for testing)
+    #[arg(long, value_delimiter = ',')]
+    pub train_folds: Option<Vec<u32>>,
+    /// With --csv: held-out folds, reported at the end and never used for choices
+    #[arg(long, value_delimiter = ',')]
+    pub test_folds: Vec<u32>,
+    /// Fraction of the training clips of each class held out for validation (model choice,
+    /// early stopping)
+    #[arg(long, default_value_t = 0.15)]
+    pub val_fraction: f64,
+    /// Fine-tune the encoder too (slower; writes an encoder beside the head)
+    #[arg(long)]
+    pub full: bool,
+    /// Full fine-tuning: most epochs
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    /// Full fine-tuning: epochs without improvement before stopping
+    #[arg(long, default_value_t = 6)]
+    pub patience: usize,
+    /// Full fine-tuning: peak learning rate of the encoder
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// Window in 160 ms patch columns; must match `listen` (its profile's `window_columns`)
+    #[arg(long, default_value_t = 6)]
+    pub window_columns: usize,
+    /// Output folder: head.safetensors (and encoder.safetensors/.json with --full),
+    /// finetune.json, confusion.png
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Which clips go where.
+pub struct Splits {
+    pub train: Vec<usize>,
+    pub val: Vec<usize>,
+    pub test: Vec<usize>,
+}
+
+/// Deterministic split: test = `test_folds`; of the rest (or of `train_folds`), every k-th clip
+/// of each class (k from `val_fraction`) is validation.
+pub fn split(
+    set: &LabeledSet,
+    train_folds: Option<&[u32]>,
+    test_folds: &[u32],
+    val_fraction: f64,
+) -> anyhow::Result<Splits> {
+    let mut s = Splits {
+        train: Vec::new(),
+        val: Vec::new(),
+        test: Vec::new(),
+    };
+    let every = if val_fraction > 0.0 {
+        (1.0 / val_fraction.min(0.5)).round() as usize
+    } else {
+        usize::MAX
+    };
+    let mut seen = vec![0usize; set.classes.len()];
+    for (i, ex) in set.examples.iter().enumerate() {
+        let fold = ex.fold;
+        if fold.is_some_and(|f| test_folds.contains(&f)) {
+            s.test.push(i);
+            continue;
+        }
+        if let (Some(tf), Some(f)) = (train_folds, fold) {
+            if !tf.contains(&f) {
+                continue;
+            }
+        }
+        seen[ex.class] += 1;
+        if seen[ex.class] % every == 0 {
+            s.val.push(i);
+        } else {
+            s.train.push(i);
+        }
+    }
+    for (c, name) in set.classes.iter().enumerate() {
+        let n = s
+            .train
+            .iter()
+            .filter(|&&i| set.examples[i].class == c)
+            .count();
+        if n == 0 && seen[c] > 0 {
+            bail!("class `{name}` has no training clips left after the validation split");
+        }
+        if n > 0 && n < 3 {
+            eprintln!("warning: class `{name}` has only {n} training clip(s); expect a weak head");
+        }
+    }
+    if s.train.is_empty() {
+        bail!("no training clips (check --train-folds / --test-folds)");
+    }
+    Ok(s)
+}
+
+pub fn load_set(
+    csv: Option<&Path>,
+    folders: Option<&Path>,
+    where_: Option<&(String, String)>,
+) -> anyhow::Result<LabeledSet> {
+    let set = match (csv, folders) {
+        (Some(c), _) => read_csv_where(c, where_.map(|(a, b)| (a.as_str(), b.as_str())))?,
+        (None, Some(f)) => read_folders(f)?,
+        (None, None) => bail!("give --csv or --folders"),
+    };
+    if set.classes.len() < 2 {
+        bail!(
+            "a labeled set needs at least two classes; found {:?}",
+            set.classes
+        );
+    }
+    Ok(set)
+}
+
+/// Windows of the clips `idx`; unreadable or silent clips are reported and left out.
+pub fn load_clips(
+    set: &LabeledSet,
+    idx: &[usize],
+    ws: &WindowSpec,
+    what: &str,
+) -> anyhow::Result<LabeledClips> {
+    let fe = FrontendConfig::default();
+    let mut lm = LogMelExtractor::new(&fe)?;
+    let mut out = LabeledClips::default();
+    for (k, &i) in idx.iter().enumerate() {
+        let ex = &set.examples[i];
+        match load_clip_windows(&ex.path, &mut lm, &fe, ws) {
+            Ok(w) if w.n > 0 => {
+                out.clips.push(w);
+                out.labels.push(ex.class);
+            }
+            Ok(_) => eprintln!("skipped {}: no usable window", ex.path.display()),
+            Err(e) => eprintln!("skipped {}: {e}", ex.path.display()),
+        }
+        if (k + 1) % 200 == 0 {
+            eprintln!("{what}: {} / {} clips read", k + 1, idx.len());
+        }
+    }
+    Ok(out)
+}
+
+/// Window embeddings of every clip: `(rows, labels)`.
+pub fn embed_all(enc: &Encoder, set: &LabeledClips) -> anyhow::Result<(Vec<f32>, Vec<usize>)> {
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for (clip, &label) in set.clips.iter().zip(&set.labels) {
+        x.extend(embed_windows(enc, clip, 32)?);
+        y.extend(std::iter::repeat_n(label, clip.n));
+    }
+    Ok((x, y))
+}
+
+/// Clip accuracy, macro-F1 and confusion of `head` on `set`.
+pub fn clip_scores(
+    enc: &Encoder,
+    head: &Head,
+    set: &LabeledClips,
+) -> anyhow::Result<(f64, f64, Vec<Vec<usize>>)> {
+    let mut pred = Vec::new();
+    for clip in &set.clips {
+        let p = clip_probabilities(enc, head, clip)?;
+        pred.push(
+            (0..p.len())
+                .max_by(|&a, &b| p[a].total_cmp(&p[b]))
+                .unwrap_or(0),
+        );
+    }
+    Ok(scores(&set.labels, &pred, head.classes()))
+}
+
+/// Linear probe on frozen window embeddings; L2 chosen on the validation clips.
+pub fn fit_probe(
+    enc: &Encoder,
+    labels: &[String],
+    train: &LabeledClips,
+    val: &LabeledClips,
+) -> anyhow::Result<Head> {
+    let dim = enc.config().embed_dim;
+    let (x, y) = embed_all(enc, train)?;
+    let mut best: Option<(f64, Head, f32)> = None;
+    for l2 in [1e-4f32, 1e-3, 1e-2, 1e-1] {
+        let cfg = ProbeConfig {
+            l2,
+            ..ProbeConfig::default()
+        };
+        let head = Probe::fit(&x, &y, dim, labels.len(), cfg).to_head(labels.to_vec());
+        let acc = if val.clips.is_empty() {
+            0.0
+        } else {
+            clip_scores(enc, &head, val)?.0
+        };
+        if best.as_ref().is_none_or(|(a, _, _)| acc > *a) {
+            best = Some((acc, head, l2));
+        }
+    }
+    let (acc, mut head, l2) = best.context("no probe fitted")?;
+    eprintln!(
+        "linear probe: L2 {l2:e} chosen on {} validation clips ({:.1} %)",
+        val.clips.len(),
+        100.0 * acc
+    );
+    let (sx, sy) = support_subset(&x, &y, dim, SUPPORT_PER_CLASS);
+    head.support = sx;
+    head.support_labels = sy;
+    Ok(head)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let set = load_set(
+        args.csv.as_deref(),
+        args.folders.as_deref(),
+        args.where_.as_ref(),
+    )?;
+    let splits = split(
+        &set,
+        args.train_folds.as_deref(),
+        &args.test_folds,
+        args.val_fraction,
+    )?;
+    let ws = WindowSpec {
+        columns: args.window_columns,
+        ..WindowSpec::default()
+    };
+    if ws.columns == 0 {
+        bail!("--window-columns must be at least 1");
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    eprintln!(
+        "{} classes; {} train / {} validation / {} test clips",
+        set.classes.len(),
+        splits.train.len(),
+        splits.val.len(),
+        splits.test.len()
+    );
+    let train = load_clips(&set, &splits.train, &ws, "train")?;
+    let val = load_clips(&set, &splits.val, &ws, "validation")?;
+    let test = load_clips(&set, &splits.test, &ws, "test")?;
+    let started = std::time::Instant::now();
+    let enc = load_encoder(&args.model, &Device::Cpu)?;
+    let probe = fit_probe(&enc, &set.classes, &train, &val)?;
+    let mut summary = serde_json::json!({
+        "model": args.model, "classes": set.classes, "window_columns": ws.columns,
+        "train_clips": train.clips.len(), "val_clips": val.clips.len(), "test_clips": test.clips.len(),
+        "train_windows": train.windows(),
+    });
+    let (final_enc, head) = if args.full {
+        let (tensors, _) = load_tensors(&args.model, &Device::Cpu)?;
+        let ft = FinetuneConfig {
+            max_epochs: args.epochs,
+            patience: args.patience,
+            lr: args.lr,
+            seed: args.seed,
+            ..FinetuneConfig::default()
+        };
+        summary["finetune"] = serde_json::json!({"max_epochs": ft.max_epochs, "patience": ft.patience,
+            "lr": ft.lr, "batch_size": ft.batch_size, "weight_decay": ft.weight_decay, "key_drop": ft.key_drop, "seed": ft.seed});
+        let out = finetune(&tensors, enc.config(), &probe, &train, &val, &ft, |e| {
+            eprintln!(
+                "epoch {:>2}: train loss {:.3}, validation loss {:.3}, accuracy {:5.1} % ({:.0} s)",
+                e.epoch,
+                e.train_loss,
+                e.val_loss,
+                100.0 * e.val_accuracy,
+                e.seconds
+            )
+        })?;
+        eprintln!("best epoch {}", out.best_epoch);
+        summary["history"] = serde_json::json!(out
+            .history
+            .iter()
+            .map(|e| serde_json::json!({"epoch": e.epoch, "train_loss": e.train_loss, "val_loss": e.val_loss, "val_accuracy": e.val_accuracy}))
+            .collect::<Vec<_>>());
+        summary["best_epoch"] = out.best_epoch.into();
+        let enc_path = args.out.join("encoder.safetensors");
+        save_encoder(&enc_path, &out.encoder, enc.config())?;
+        let fine = load_encoder(&enc_path, &Device::Cpu)?;
+        let mut head = out.head;
+        let (x, y) = embed_all(&fine, &train)?;
+        let (sx, sy) = support_subset(&x, &y, fine.config().embed_dim, SUPPORT_PER_CLASS);
+        head.support = sx;
+        head.support_labels = sy;
+        (fine, head)
+    } else {
+        (enc, probe)
+    };
+    let head_path = args.out.join("head.safetensors");
+    head.save(&head_path)?;
+    for (name, part) in [("validation", &val), ("test", &test)] {
+        if part.clips.is_empty() {
+            continue;
+        }
+        let (acc, f1, cm) = clip_scores(&final_enc, &head, part)?;
+        println!(
+            "{name}: accuracy {:.1} %, macro-F1 {:.1} % on {} clips",
+            100.0 * acc,
+            100.0 * f1,
+            part.clips.len()
+        );
+        summary[name] = serde_json::json!({"accuracy": acc, "macro_f1": f1, "confusion": cm});
+        if name == "test" {
+            let png = args.out.join("confusion.png");
+            audio_jepa::render::write_confusion_png(&png, &cm)?;
+            println!(
+                "confusion matrix (rows true, columns predicted, order {}): {}",
+                set.classes.join(", "),
+                png.display()
+            );
+        }
+    }
+    summary["seconds"] = started.elapsed().as_secs_f64().into();
+    let json_path = args.out.join("finetune.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    println!(
+        "wrote {}{}; try: ajepa listen --model {} --head {} --input CLIP",
+        head_path.display(),
+        if args.full {
+            " and encoder.safetensors"
+        } else {
+            ""
+        },
+        if args.full {
+            args.out.join("encoder.safetensors").display().to_string()
+        } else {
+            args.model.display().to_string()
+        },
+        head_path.display()
+    );
+    Ok(())
+}
