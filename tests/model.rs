@@ -164,3 +164,33 @@ fn keeping_every_patch_equals_the_full_forward() {
     // A patch count that is not whole columns is refused.
     assert!(enc.forward(&patches(1, 30), None).is_err());
 }
+
+#[test]
+fn half_precision_weights_load_as_f32() {
+    let cfg = EncoderConfig::preset("tiny").unwrap();
+    let vm = VarMap::new();
+    Encoder::load(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &cfg).unwrap();
+    let mut full = std::collections::HashMap::new();
+    let mut half = std::collections::HashMap::new();
+    for (k, v) in vm.data().lock().unwrap().iter() {
+        let t = Tensor::randn(0f32, 0.05, v.shape(), &Device::Cpu).unwrap();
+        let h = t.to_dtype(DType::F16).unwrap();
+        full.insert(k.clone(), h.to_dtype(DType::F32).unwrap());
+        half.insert(k.clone(), h);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    save_encoder(&dir.path().join("f32.safetensors"), &full, &cfg).unwrap();
+    save_encoder(&dir.path().join("f16.safetensors"), &half, &cfg).unwrap();
+    let a = load_encoder(&dir.path().join("f32.safetensors"), &Device::Cpu).unwrap();
+    let b = load_encoder(&dir.path().join("f16.safetensors"), &Device::Cpu).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (1, 48, 256), &Device::Cpu).unwrap();
+    let d = (a.forward(&x, None).unwrap() - b.forward(&x, None).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(d, 0.0);
+}

@@ -3,7 +3,8 @@
 //! One concern per module, as in I-JEPA's src/: [`masks`] (multiblock, time-frequency,
 //! curriculum), [`predictor`], [`jepa`] (model bundle, loss, EMA), [`optim`] (AdamW),
 //! [`schedules`], [`data`] (file lists), [`features`] (cached log-mel), [`loader`] (batches),
-//! [`monitor`] (collapse watch), [`train`] (step and checkpoints), [`config`].
+//! [`monitor`] (collapse watch), [`train`] (step and checkpoints), [`shards`] (compressed feature
+//! shards that travel), [`config`].
 
 pub mod config;
 pub mod data;
@@ -16,4 +17,5 @@ pub mod optim;
 pub mod plot;
 pub mod predictor;
 pub mod schedules;
+pub mod shards;
 pub mod train;

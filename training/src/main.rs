@@ -7,6 +7,7 @@ use audio_jepa::FrontendConfig;
 use audio_jepa_training::data::list_audio;
 use clap::{Parser, Subcommand};
 
+mod prepare;
 mod pretrain;
 
 #[derive(Debug, Parser)]
@@ -24,8 +25,10 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
-    /// Pretrain an encoder with JEPA on unlabeled audio
+    /// Pretrain an encoder with JEPA on unlabeled audio (or on shards from `prepare`)
     Pretrain(pretrain::Args),
+    /// Write a dataset's log-mel features into compressed, checksummed shards that travel
+    Prepare(prepare::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +42,7 @@ fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Scan { data } => scan(&data),
         Command::Pretrain(args) => pretrain::run(args),
+        Command::Prepare(args) => prepare::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

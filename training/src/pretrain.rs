@@ -12,6 +12,7 @@ use audio_jepa_training::data::list_audio_where;
 use audio_jepa_training::features::load_features;
 use audio_jepa_training::loader::{fixed_batch, Corpus, Loader};
 use audio_jepa_training::plot::write_curves;
+use audio_jepa_training::shards::{is_shard_dir, read_shards};
 use audio_jepa_training::train::{Trainer, CHECKPOINT, ENCODER};
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -21,7 +22,8 @@ pub struct Args {
     /// Training config (TOML), e.g. training/configs/edge.toml
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Audio: a folder (recursive) or a CSV with a `filename` column; repeat for several
+    /// Audio: a folder (recursive), a CSV with a `filename` column, or a shard folder from
+    /// `prepare`; repeat for several
     #[arg(long, required = true)]
     data: Vec<PathBuf>,
     /// For CSV sources with a `fold` column (ESC-50): only these folds, e.g. 1,2,3
@@ -62,7 +64,7 @@ fn device(name: &str) -> anyhow::Result<Device> {
     })
 }
 
-fn default_cache() -> PathBuf {
+pub fn default_cache() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
@@ -105,9 +107,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let cfg = Arc::new(trainer.cfg.clone());
 
-    // Data: list, decode once, cache features.
+    // Data: shard folders are read as they are; audio is listed, decoded once, cached.
+    let mut sharded = Vec::new();
     let mut files = Vec::new();
     for d in &args.data {
+        if is_shard_dir(d) {
+            sharded.extend(
+                read_shards(d, &cfg.frontend)
+                    .with_context(|| format!("reading shards {}", d.display()))?,
+            );
+            continue;
+        }
         files.extend(
             list_audio_where(
                 d,
@@ -122,9 +132,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ProgressStyle::with_template("features {bar:30} {pos}/{len} files {elapsed}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let (clips, skipped) = load_features(&files, &cfg.frontend, Some(&cache), |i| {
+    let (mut clips, skipped) = load_features(&files, &cfg.frontend, Some(&cache), |i| {
         bar.set_position(i as u64)
     })?;
+    clips.extend(sharded);
     bar.finish_and_clear();
     for (p, why) in &skipped.0 {
         eprintln!("skipped {}: {why}", p.display());
