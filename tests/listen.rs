@@ -141,7 +141,7 @@ fn listen_json_prints_lines_a_program_can_parse() {
     let dir = tempfile::tempdir().unwrap();
     let wav = tone_wav(dir.path(), 2.0);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ajepa"))
-        .args(["listen", "--input"])
+        .args(["listen", "--random", "--input"])
         .arg(&wav)
         .args(["--fast", "--json"])
         .output()

@@ -15,13 +15,17 @@ use candle_nn::{VarBuilder, VarMap};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Encoder weights (.safetensors with its .json); without it a random edge encoder runs,
-    /// flagged as untrained (for latency checks only)
-    #[arg(long)]
+    /// Encoder weights (.safetensors with its .json); without it, the built-in default model
+    /// (ESC-10 tagger) with its head
+    #[arg(long, conflicts_with = "random")]
     pub model: Option<PathBuf>,
-    /// Tagging head (.safetensors from `ajepa finetune`/`enroll`); without it, no tags
+    /// Tagging head (.safetensors from `ajepa finetune`/`enroll`); with --model and no head,
+    /// embeddings only (no tags)
     #[arg(long)]
     pub head: Option<PathBuf>,
+    /// A random, untrained edge encoder (flagged on screen): for latency checks only
+    #[arg(long)]
+    pub random: bool,
     /// Input device: a name, part of one, or an index from `ajepa devices`
     #[arg(long)]
     pub device: Option<String>,
@@ -85,14 +89,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             sc.quantization
         );
     }
-    let (encoder, model_name) = match &args.model {
-        Some(p) => (load_encoder(p, &Device::Cpu)?, p.display().to_string()),
-        None => (
+    let (encoder, model_name) = match (&args.model, args.random) {
+        (Some(p), _) => (load_encoder(p, &Device::Cpu)?, p.display().to_string()),
+        (None, true) => (
             random_encoder()?,
             "random edge encoder (UNTRAINED)".to_string(),
         ),
+        (None, false) => (
+            audio_jepa::default_model::encoder().context("the built-in default model")?,
+            audio_jepa::default_model::NAME.to_string(),
+        ),
     };
     let dim = encoder.config().embed_dim;
+    let builtin_head = args.model.is_none() && !args.random && args.head.is_none();
     let head = match &args.head {
         Some(p) => {
             let h = Head::load(p)?;
@@ -105,9 +114,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             h
         }
+        None if builtin_head => {
+            audio_jepa::default_model::head().context("the built-in default head")?
+        }
         None => Head::untrained(dim),
     };
-    let untrained = args.model.is_none() || !head.trained;
+    let untrained = args.random || !head.trained;
     let encoder = Arc::new(encoder);
     let pcfg = PipelineConfig {
         window_columns,

@@ -9,6 +9,7 @@ mod eval;
 mod features;
 mod finetune;
 mod listen;
+mod quantize;
 mod tui;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +45,8 @@ enum Command {
     Finetune(finetune::Args),
     /// Add a class to a head from a few clips, so the live tagger recognises it at once
     Enroll(enroll::Args),
+    /// Store an encoder's weights in f16 or bf16 (half the file), with the embedding change
+    Quantize(quantize::Args),
     /// Live sound-event tags from the microphone (or --input FILE) in the terminal or as JSON
     Listen(listen::Args),
 }
@@ -58,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Finetune(a) => finetune::run(a),
         Command::Enroll(a) => enroll::run(a),
+        Command::Quantize(a) => quantize::run(a),
     }
 }
 

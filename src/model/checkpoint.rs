@@ -54,14 +54,24 @@ pub fn load_tensors(path: &Path, device: &Device) -> Result<(Tensors, Metadata),
         path: path.to_path_buf(),
         source,
     })?;
+    load_tensors_bytes(&bytes, device, path)
+}
+
+/// As [`load_tensors`], from the bytes of a safetensors file (`origin` names it in errors).
+pub fn load_tensors_bytes(
+    bytes: &[u8],
+    device: &Device,
+    origin: &Path,
+) -> Result<(Tensors, Metadata), ModelError> {
+    let path = origin;
     let bad = |reason: String| ModelError::Weights {
         path: path.to_path_buf(),
         reason,
     };
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device)
+    let tensors = candle_core::safetensors::load_buffer(bytes, device)
         .map_err(|e| bad(format!("unreadable tensors: {e}")))?;
     Ok((tensors, metadata))
 }
@@ -197,4 +207,25 @@ pub fn load_encoder(path: &Path, device: &Device) -> Result<Encoder, ModelError>
     let (tensors, metadata) = load_tensors(path, device)?;
     let cfg = load_encoder_config(path, &metadata)?;
     encoder_from_tensors(tensors, &cfg, device, path)
+}
+
+/// An encoder from the bytes of a file written by [`save_encoder`] (its config from the
+/// metadata), e.g. a model compiled into the binary.
+pub fn load_encoder_bytes(
+    bytes: &[u8],
+    device: &Device,
+    origin: &Path,
+) -> Result<Encoder, ModelError> {
+    let (tensors, metadata) = load_tensors_bytes(bytes, device, origin)?;
+    let text = metadata.get(CONFIG_KEY).ok_or_else(|| ModelError::Weights {
+        path: origin.to_path_buf(),
+        reason: "no encoder config in the metadata".into(),
+    })?;
+    let cfg: EncoderConfig =
+        serde_json::from_str(text).map_err(|source| ModelError::ConfigJson {
+            path: origin.to_path_buf(),
+            source,
+        })?;
+    cfg.validate()?;
+    encoder_from_tensors(tensors, &cfg, device, origin)
 }

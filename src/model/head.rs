@@ -139,6 +139,20 @@ impl Head {
 
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         let (t, meta) = load_tensors(path, &Device::Cpu)?;
+        Self::from_parts(t, meta, path)
+    }
+
+    /// A head from the bytes of a head file (`origin` names it in errors).
+    pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Self, ModelError> {
+        let (t, meta) = super::checkpoint::load_tensors_bytes(bytes, &Device::Cpu, origin)?;
+        Self::from_parts(t, meta, origin)
+    }
+
+    fn from_parts(
+        t: super::checkpoint::Tensors,
+        meta: super::checkpoint::Metadata,
+        path: &Path,
+    ) -> Result<Self, ModelError> {
         let bad = |reason: String| ModelError::Weights {
             path: path.to_path_buf(),
             reason,

@@ -41,6 +41,22 @@ pub struct ModelSection {
     pub embed_dim: Option<usize>,
     pub depth: Option<usize>,
     pub num_heads: Option<usize>,
+    /// Initialisation of the patch embedding; see [`PatchInit`].
+    pub patch_embed_init: PatchInit,
+}
+
+/// How the patch embedding starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PatchInit {
+    /// N(0, 0.02), as every other linear layer (I-JEPA's `_init_weights`).
+    Normal,
+    /// Xavier-uniform over the flattened patch (MAE / AudioMAE's `initialize_weights`). With
+    /// 256-value patches of std 0.5 (the (x - mean) / (2 std) input), N(0, 0.02) gives a content
+    /// signal of about 0.16 per dimension against 0.71 for the sine-cosine positions, so the
+    /// targets are mostly position and predictable without looking at the sound; Xavier gives
+    /// about 0.5.
+    Xavier,
 }
 
 impl Default for ModelSection {
@@ -50,6 +66,7 @@ impl Default for ModelSection {
             embed_dim: None,
             depth: None,
             num_heads: None,
+            patch_embed_init: PatchInit::Normal,
         }
     }
 }

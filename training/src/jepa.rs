@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::config::PatchInit;
 use crate::masks::BatchMasks;
 use crate::predictor::{Predictor, PredictorConfig};
 
@@ -68,7 +69,7 @@ fn sorted_vars(vm: &VarMap) -> Vec<(String, Var)> {
 /// linear weights ~ N(0, 0.02) (its truncation at +-2 is 100 standard deviations out), biases 0,
 /// LayerNorm 1 and 0, the mask token N(0, 0.02); the output projections of block `i` are scaled
 /// by `1 / sqrt(2 (i + 1))`. Seeded, in name order, so a run is reproducible.
-fn init_vars(vm: &VarMap, rng: &mut ChaCha8Rng) -> Result<()> {
+fn init_vars(vm: &VarMap, rng: &mut ChaCha8Rng, patch_init: PatchInit) -> Result<()> {
     for (name, var) in sorted_vars(vm) {
         let t = var.as_tensor();
         let is_norm = name.contains("norm");
@@ -76,6 +77,13 @@ fn init_vars(vm: &VarMap, rng: &mut ChaCha8Rng) -> Result<()> {
             t.zeros_like()?
         } else if is_norm {
             t.ones_like()?
+        } else if patch_init == PatchInit::Xavier && name == "patch_embed.proj.weight" {
+            let (fan_out, fan_in) = t.dims2()?;
+            let bound = (6.0 / (fan_in + fan_out) as f64).sqrt();
+            let data: Vec<f32> = (0..fan_out * fan_in)
+                .map(|_| rng.gen_range(-bound..bound) as f32)
+                .collect();
+            Tensor::from_vec(data, t.shape(), t.device())?
         } else {
             let n = t.elem_count();
             let mut data = Vec::with_capacity(n);
@@ -113,6 +121,7 @@ impl Jepa {
         pred_cfg: &PredictorConfig,
         device: &Device,
         seed: u64,
+        patch_init: PatchInit,
     ) -> Result<Self> {
         let context_vars = VarMap::new();
         let target_vars = VarMap::new();
@@ -132,8 +141,8 @@ impl Jepa {
             enc_cfg,
         )?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        init_vars(&context_vars, &mut rng)?;
-        init_vars(&predictor_vars, &mut rng)?;
+        init_vars(&context_vars, &mut rng, patch_init)?;
+        init_vars(&predictor_vars, &mut rng, patch_init)?;
         let jepa = Self {
             enc_cfg: enc_cfg.clone(),
             pred_cfg: pred_cfg.clone(),

@@ -68,7 +68,13 @@ pub const CONFIG: &str = "config.toml";
 impl Trainer {
     pub fn new(cfg: TrainConfig, device: &Device) -> Result<Self, TrainError> {
         let enc = cfg.model.encoder_config()?;
-        let jepa = Jepa::new(&enc, &cfg.predictor, device, cfg.run.seed)?;
+        let jepa = Jepa::new(
+            &enc,
+            &cfg.predictor,
+            device,
+            cfg.run.seed,
+            cfg.model.patch_embed_init,
+        )?;
         let opt = AdamW::new(
             jepa.trainable_vars(),
             AdamWParams {

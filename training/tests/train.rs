@@ -6,6 +6,7 @@ use std::sync::Arc;
 use audio_jepa_training::config::TrainConfig;
 use audio_jepa_training::features::ClipFeatures;
 use audio_jepa_training::jepa::{Jepa, LossKind, MaskTensors};
+use audio_jepa_training::config::PatchInit;
 use audio_jepa_training::loader::{fixed_batch, make_batch, Corpus, Loader};
 use audio_jepa_training::train::Trainer;
 use candle_core::{Device, Tensor};
@@ -71,7 +72,7 @@ fn synthetic_clips(n: usize) -> Vec<ClipFeatures> {
 fn ema_update_moves_the_target_toward_the_context() {
     let cfg = tiny_config(10);
     let enc = cfg.model.encoder_config().unwrap();
-    let jepa = Jepa::new(&enc, &cfg.predictor, &Device::Cpu, 0).unwrap();
+    let jepa = Jepa::new(&enc, &cfg.predictor, &Device::Cpu, 0, PatchInit::Normal).unwrap();
     let (name, ctx) = jepa
         .trainable_vars()
         .into_iter()
@@ -98,7 +99,7 @@ fn ema_update_moves_the_target_toward_the_context() {
 fn gradients_reach_context_and_predictor_but_not_target() {
     let cfg = tiny_config(10);
     let enc = cfg.model.encoder_config().unwrap();
-    let jepa = Jepa::new(&enc, &cfg.predictor, &Device::Cpu, 0).unwrap();
+    let jepa = Jepa::new(&enc, &cfg.predictor, &Device::Cpu, 0, PatchInit::Normal).unwrap();
     let clips = Corpus::new(synthetic_clips(4), &cfg);
     let batch = make_batch(&clips, &cfg, 0);
     let patches = Tensor::from_slice(

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds `ajepa-train` with candle's CUDA kernels on a machine without a GPU:
+#
+#   scripts/build-cuda.sh            # release binary -> target/cuda/ajepa-train (for sm_90: H100/H200)
+#   scripts/build-cuda.sh --check    # type-check the `cuda` feature only (what CI runs)
+#
+# Sets up the toolchain first (scripts/cuda-toolchain.sh). The environment must stay the same
+# between builds or candle-kernels rebuilds (about 5 minutes). CUDA_COMPUTE_CAP picks the GPU
+# generation (90 = Hopper); the binary needs the CUDA 13 runtime libraries where it runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/cuda-toolchain.sh
+HOME_DIR=${AJEPA_CUDA_HOME:-$HOME/.cache/ajepa-cuda}
+export CUDA_ROOT="$HOME_DIR/cudaroot"
+export PATH="$CUDA_ROOT/bin:$PATH"
+export CUDARC_CUDA_VERSION=13000
+export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
+export CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-2}
+export LIBRARY_PATH="$CUDA_ROOT/lib:$CUDA_ROOT/lib/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"
+# Separate target folder: the CPU build's artefacts stay valid.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda-build}
+if [ "${1:-}" = "--check" ]; then
+  cargo check -p audio-jepa-training --features cuda --bins --lib
+  exit 0
+fi
+cargo build --release -p audio-jepa-training --features cuda
+mkdir -p target/cuda
+cp "$CARGO_TARGET_DIR/release/ajepa-train" target/cuda/ajepa-train
+ls -l target/cuda/ajepa-train
+echo "run on the GPU machine with its CUDA 13 libraries, e.g.:"
+echo "  LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib ./ajepa-train pretrain --device cuda ..."

@@ -1,0 +1,45 @@
+//! The default model, compiled into the binary so that a fresh install tags sounds with no
+//! download: a small encoder pretrained without labels on redistributable audio (ESC-10 and the
+//! Free Spoken Digit Dataset) and fine-tuned on ESC-10's ten classes. Its weights, model card
+//! (data, licenses, commands, accuracy) and the commands that rebuild it are in models/default/.
+
+use std::path::Path;
+
+use candle_core::Device;
+
+use crate::model::checkpoint::load_encoder_bytes;
+use crate::model::head::Head;
+use crate::model::{Encoder, ModelError};
+
+const ENCODER: &[u8] = include_bytes!("../models/default/encoder.safetensors");
+const HEAD: &[u8] = include_bytes!("../models/default/head.safetensors");
+
+/// What `listen` shows as the model's name.
+pub const NAME: &str = "default (ESC-10 tagger, models/default)";
+
+pub fn encoder() -> Result<Encoder, ModelError> {
+    load_encoder_bytes(
+        ENCODER,
+        &Device::Cpu,
+        Path::new("<built-in>/models/default/encoder.safetensors"),
+    )
+}
+
+pub fn head() -> Result<Head, ModelError> {
+    Head::from_bytes(HEAD, Path::new("<built-in>/models/default/head.safetensors"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_model_loads_and_fits_its_head() {
+        let enc = encoder().unwrap();
+        let head = head().unwrap();
+        assert_eq!(head.dim, enc.config().embed_dim);
+        assert_eq!(head.labels.len(), 10);
+        assert!(head.trained);
+        assert!(!head.support_labels.is_empty(), "enroll needs the support set");
+    }
+}
