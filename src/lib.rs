@@ -13,6 +13,7 @@
 pub mod arrays;
 pub mod audio;
 pub mod config;
+pub mod default_model;
 pub mod frontend;
 pub mod render;
 
