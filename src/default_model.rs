@@ -26,7 +26,10 @@ pub fn encoder() -> Result<Encoder, ModelError> {
 }
 
 pub fn head() -> Result<Head, ModelError> {
-    Head::from_bytes(HEAD, Path::new("<built-in>/models/default/head.safetensors"))
+    Head::from_bytes(
+        HEAD,
+        Path::new("<built-in>/models/default/head.safetensors"),
+    )
 }
 
 #[cfg(test)]
@@ -40,6 +43,9 @@ mod tests {
         assert_eq!(head.dim, enc.config().embed_dim);
         assert_eq!(head.labels.len(), 10);
         assert!(head.trained);
-        assert!(!head.support_labels.is_empty(), "enroll needs the support set");
+        assert!(
+            !head.support_labels.is_empty(),
+            "enroll needs the support set"
+        );
     }
 }

@@ -32,6 +32,16 @@ pub struct Args {
     /// Profile: a TOML file, or a name in firmware-config/
     #[arg(long)]
     profile: Option<PathBuf>,
+    /// Also time the encoder per hop: an encoder file, `default` (the built-in model) or a
+    /// preset name (`edge`, `small`, ...: random weights of that shape)
+    #[arg(long)]
+    model: Option<String>,
+    /// Encoder window in patch columns (6 = 0.96 s, 48 patches)
+    #[arg(long, default_value_t = 6)]
+    window_columns: usize,
+    /// Threads for the encoder (candle's pool; the front end is single-threaded)
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -53,6 +63,88 @@ struct Report {
     real_time_factor: f64,
     /// Heap allocations per push after warm-up, over all timed pushes.
     allocations_per_push: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoder: Option<EncoderReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct EncoderReport {
+    model: String,
+    width: usize,
+    depth: usize,
+    patches: usize,
+    threads: usize,
+    /// One forward pass over a window (batch 1) plus mean pooling, milliseconds.
+    per_hop_ms: Percentiles,
+    best_ms: f64,
+    /// Heap allocations per hop (candle allocates every intermediate tensor).
+    allocations_per_hop: f64,
+}
+
+fn encoder_for(spec: &str) -> anyhow::Result<audio_jepa::model::Encoder> {
+    use audio_jepa::model::{Encoder, EncoderConfig};
+    use candle_core::{DType, Device};
+    if spec == "default" {
+        return Ok(audio_jepa::default_model::encoder()?);
+    }
+    let path = std::path::Path::new(spec);
+    if path.extension().is_some() || path.exists() {
+        return Ok(audio_jepa::model::checkpoint::load_encoder(
+            path,
+            &Device::Cpu,
+        )?);
+    }
+    let cfg = EncoderConfig::preset(spec)?;
+    let vm = candle_nn::VarMap::new();
+    Ok(Encoder::load(
+        candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
+        &cfg,
+    )?)
+}
+
+fn bench_encoder(
+    spec: &str,
+    columns: usize,
+    threads: usize,
+    repeat: usize,
+) -> anyhow::Result<EncoderReport> {
+    use candle_core::{Device, Tensor};
+    let enc = encoder_for(spec)?;
+    let cfg = enc.config().clone();
+    let n = columns * cfg.n_freq();
+    let x = Tensor::randn(0f32, 0.5, (1, n, cfg.patch_len()), &Device::Cpu)?;
+    let hop = || -> anyhow::Result<()> {
+        let y = enc.forward(&x, None)?.mean(1)?;
+        std::hint::black_box(y.to_vec2::<f32>()?);
+        Ok(())
+    };
+    for _ in 0..10 {
+        hop()?;
+    }
+    let runs = repeat.max(50);
+    let mut ms = Vec::with_capacity(runs);
+    let before = allocations();
+    for _ in 0..runs {
+        let t = Instant::now();
+        hop()?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let allocs = allocations() - before;
+    ms.sort_by(f64::total_cmp);
+    Ok(EncoderReport {
+        model: spec.to_string(),
+        width: cfg.embed_dim,
+        depth: cfg.depth,
+        patches: n,
+        threads,
+        per_hop_ms: Percentiles {
+            p50: percentile(&ms, 0.5),
+            p95: percentile(&ms, 0.95),
+            p99: percentile(&ms, 0.99),
+        },
+        best_ms: ms[0],
+        allocations_per_hop: allocs as f64 / runs as f64,
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -143,6 +235,13 @@ fn cpu_info() -> (String, Vec<&'static str>) {
 pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.repeat > 0, "--repeat must be at least 1");
     anyhow::ensure!(args.chunk > 0, "--chunk must be at least 1 sample");
+    anyhow::ensure!(args.threads > 0, "--threads must be at least 1");
+    anyhow::ensure!(
+        args.window_columns > 0,
+        "--window-columns must be at least 1"
+    );
+    // candle sizes its thread pool at its first operation.
+    std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
     let profile = super::load_profile(args.profile.as_deref())?;
     let cfg = &profile.frontend;
     let (samples, input) = match &args.input {
@@ -227,6 +326,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             p99: percentile(&latencies, 0.99),
         },
         allocations_per_push: allocs as f64 / pushes.max(1) as f64,
+        encoder: match &args.model {
+            Some(m) => Some(bench_encoder(
+                m,
+                args.window_columns,
+                args.threads,
+                args.repeat,
+            )?),
+            None => None,
+        },
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -237,7 +345,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn print_table(r: &Report) {
-    println!("cpu: {} [{}], 1 thread", r.cpu, r.cpu_features.join(" "));
+    println!(
+        "cpu: {} [{}]; front end on 1 thread",
+        r.cpu,
+        r.cpu_features.join(" ")
+    );
     println!(
         "input: {} ({:.2} s of audio), {} repetitions",
         r.input, r.audio_seconds, r.repeat
@@ -263,4 +375,10 @@ fn print_table(r: &Report) {
         "real-time factor {:.2e}, heap allocations per push {:.3}",
         r.real_time_factor, r.allocations_per_push
     );
+    if let Some(e) = &r.encoder {
+        println!(
+            "encoder {} ({} x {}), {} patches, batch 1, {} thread(s), f32: per hop p50 {:.3} ms  p95 {:.3}  p99 {:.3}  best {:.3}; {:.0} heap allocations per hop",
+            e.model, e.width, e.depth, e.patches, e.threads, e.per_hop_ms.p50, e.per_hop_ms.p95, e.per_hop_ms.p99, e.best_ms, e.allocations_per_hop
+        );
+    }
 }

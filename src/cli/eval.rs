@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use audio_jepa::finetune::labeled::read_csv;
+use audio_jepa::finetune::labeled::{parse_where, read_csv_where};
 use audio_jepa::finetune::probe::{scores, Probe, ProbeConfig};
 use audio_jepa::frontend::patches::{normalize, patchify};
 use audio_jepa::frontend::{LogMel, LogMelExtractor};
@@ -25,6 +25,13 @@ pub struct Args {
     train_folds: Vec<u32>,
     #[arg(long, value_delimiter = ',', default_value = "4")]
     test_folds: Vec<u32>,
+    /// Only rows where COLUMN equals VALUE, e.g. esc10=True
+    #[arg(long = "where", value_name = "COLUMN=VALUE", value_parser = parse_where)]
+    where_: Option<(String, String)>,
+    /// Write the model's confusion matrix on the test folds as a PNG (rows true, columns
+    /// predicted, classes in the printed order)
+    #[arg(long)]
+    confusion_png: Option<PathBuf>,
     /// Skip the baselines
     #[arg(long)]
     no_baselines: bool,
@@ -111,7 +118,10 @@ fn logmel_stats(spec: &LogMel) -> Vec<f32> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let set = read_csv(&args.csv)?;
+    let set = read_csv_where(
+        &args.csv,
+        args.where_.as_ref().map(|(c, v)| (c.as_str(), v.as_str())),
+    )?;
     let fe = audio_jepa::FrontendConfig::default();
     let model = load_encoder(&args.model, &Device::Cpu)?;
     let random = random_like(model.config())?;
@@ -183,7 +193,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let (xtr, ytr, xte, yte) = &feats[k];
         let probe = Probe::fit(xtr, ytr, dims[k], c, ProbeConfig::default());
         let pred: Vec<usize> = xte.chunks(dims[k]).map(|v| probe.predict(v)).collect();
-        let (acc, f1, _) = scores(yte, &pred, c);
+        let (acc, f1, cm) = scores(yte, &pred, c);
+        if let (2, Some(png)) = (k, &args.confusion_png) {
+            audio_jepa::render::write_confusion_png(png, &cm)?;
+            if !args.json {
+                println!(
+                    "confusion matrix of the encoder (rows true, columns predicted; {}): {}",
+                    set.classes.join(", "),
+                    png.display()
+                );
+            }
+        }
         results.push(serde_json::json!({"features": names[k], "dim": dims[k], "accuracy": acc, "macro_f1": f1,
             "train": ytr.len(), "test": yte.len()}));
         if !args.json {

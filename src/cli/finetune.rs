@@ -55,6 +55,9 @@ pub struct Args {
     /// Window in 160 ms patch columns; must match `listen` (its profile's `window_columns`)
     #[arg(long, default_value_t = 6)]
     pub window_columns: usize,
+    /// Columns between the starts of a clip's windows
+    #[arg(long, default_value_t = 3)]
+    pub window_hop: usize,
     /// Output folder: head.safetensors (and encoder.safetensors/.json with --full),
     /// finetune.json, confusion.png
     #[arg(long)]
@@ -251,10 +254,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     )?;
     let ws = WindowSpec {
         columns: args.window_columns,
+        hop: args.window_hop,
         ..WindowSpec::default()
     };
-    if ws.columns == 0 {
-        bail!("--window-columns must be at least 1");
+    if ws.columns == 0 || ws.hop == 0 {
+        bail!("--window-columns and --window-hop must be at least 1");
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;

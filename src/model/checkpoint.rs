@@ -217,10 +217,12 @@ pub fn load_encoder_bytes(
     origin: &Path,
 ) -> Result<Encoder, ModelError> {
     let (tensors, metadata) = load_tensors_bytes(bytes, device, origin)?;
-    let text = metadata.get(CONFIG_KEY).ok_or_else(|| ModelError::Weights {
-        path: origin.to_path_buf(),
-        reason: "no encoder config in the metadata".into(),
-    })?;
+    let text = metadata
+        .get(CONFIG_KEY)
+        .ok_or_else(|| ModelError::Weights {
+            path: origin.to_path_buf(),
+            reason: "no encoder config in the metadata".into(),
+        })?;
     let cfg: EncoderConfig =
         serde_json::from_str(text).map_err(|source| ModelError::ConfigJson {
             path: origin.to_path_buf(),

@@ -27,6 +27,15 @@ enum Command {
     },
     /// Pretrain an encoder with JEPA on unlabeled audio (or on shards from `prepare`)
     Pretrain(pretrain::Args),
+    /// Write the encoder as pretraining initialises it (seeded): the random-init baseline
+    Init {
+        /// Training config (TOML)
+        #[arg(long)]
+        config: PathBuf,
+        /// Output .safetensors (its .json is written beside it)
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write a dataset's log-mel features into compressed, checksummed shards that travel
     Prepare(prepare::Args),
 }
@@ -43,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Command::Scan { data } => scan(&data),
         Command::Pretrain(args) => pretrain::run(args),
         Command::Prepare(args) => prepare::run(args),
+        Command::Init { config, out } => init(&config, &out),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -81,5 +91,21 @@ fn scan(data: &std::path::Path) -> anyhow::Result<()> {
     for ((r, ch), n) in rates {
         println!("  {n:>6} files at {r} Hz, {ch} channel(s)");
     }
+    Ok(())
+}
+
+fn init(config: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = audio_jepa_training::config::TrainConfig::load(config)?;
+    let t = audio_jepa_training::train::Trainer::new(cfg, &candle_core::Device::Cpu)?;
+    audio_jepa::model::checkpoint::save_encoder(
+        out,
+        &t.jepa.target_encoder_tensors(),
+        &t.jepa.enc_cfg,
+    )?;
+    println!(
+        "wrote {} (seed {}, untrained)",
+        out.display(),
+        t.cfg.run.seed
+    );
     Ok(())
 }

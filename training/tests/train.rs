@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
+use audio_jepa_training::config::PatchInit;
 use audio_jepa_training::config::TrainConfig;
 use audio_jepa_training::features::ClipFeatures;
 use audio_jepa_training::jepa::{Jepa, LossKind, MaskTensors};
-use audio_jepa_training::config::PatchInit;
 use audio_jepa_training::loader::{fixed_batch, make_batch, Corpus, Loader};
 use audio_jepa_training::train::Trainer;
 use candle_core::{Device, Tensor};
