@@ -5,7 +5,8 @@
 //! Regularisation is A-JEPA's regularized masking (section 3.4; DESIGN.md): in every layer a
 //! random 10 % of tokens may not serve as keys or values for the others. Early stopping keeps the
 //! weights of the epoch with the best clip accuracy on the validation split (lower validation
-//! loss breaks ties). Pure computation: progress goes to a callback, nothing is printed.
+//! loss breaks ties); epoch 0, the starting point, is a candidate too, so fine-tuning never
+//! returns something worse on validation than the probe it started from. Pure computation: progress goes to a callback, nothing is printed.
 
 use std::collections::HashMap;
 
@@ -202,14 +203,26 @@ pub fn finetune(
         Ok((right as f64 / n, loss / n))
     };
 
-    let mut best = (f64::NEG_INFINITY, f64::INFINITY);
+    // Epoch 0 is the starting point (the probe on the pretrained encoder): fine-tuning must beat
+    // it on the validation clips to replace it.
+    let started = std::time::Instant::now();
+    let (acc0, loss0) = evaluate(&mut enc)?;
+    let zero = EpochStats {
+        epoch: 0,
+        train_loss: f64::NAN,
+        val_loss: loss0,
+        val_accuracy: acc0,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    on_epoch(&zero);
+    let mut history = vec![zero];
+    let mut best = (acc0, loss0);
     let mut best_state = (
         snapshot(&vm)?,
         hw.as_tensor().copy()?,
         hb.as_tensor().copy()?,
         0usize,
     );
-    let mut history = Vec::new();
     let mut since_best = 0;
     let mut step = 0usize;
     let mut order = pairs.clone();
