@@ -25,7 +25,10 @@ if [ "${1:-}" = "--check" ]; then
 fi
 cargo build --release -p audio-jepa-training --features cuda
 mkdir -p target/cuda
-cp "$CARGO_TARGET_DIR/release/ajepa-train" target/cuda/ajepa-train
+# Without symbols: the release profile keeps debug info (154 MB), stripped it is about 58 MiB, and
+# what travels to a GPU machine is limited (64 MiB there, binary and shards together): `xz -9`
+# shrinks it further for the trip.
+strip -o target/cuda/ajepa-train "$CARGO_TARGET_DIR/release/ajepa-train"
 ls -l target/cuda/ajepa-train
 echo "run on the GPU machine with its CUDA 13 libraries, e.g.:"
 echo "  LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib ./ajepa-train pretrain --device cuda ..."
