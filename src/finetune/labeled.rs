@@ -49,6 +49,34 @@ pub fn parse_where(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{s}`: expected COLUMN=VALUE, e.g. esc10=True"))
 }
 
+/// A `COLUMN=VALUE` row filter resolved against a CSV header: the column by name (trimmed,
+/// case-insensitive), a row kept when its field there equals the value (likewise).
+#[derive(Debug, Clone, Copy)]
+pub struct RowFilter<'a> {
+    col: usize,
+    value: &'a str,
+}
+
+impl<'a> RowFilter<'a> {
+    /// `Ok(None)` without a filter; `Err(reason)` when the header has no such column.
+    pub fn new(header: &str, where_: Option<(&str, &'a str)>) -> Result<Option<Self>, String> {
+        let Some((name, value)) = where_ else {
+            return Ok(None);
+        };
+        header
+            .split(',')
+            .position(|h| h.trim().eq_ignore_ascii_case(name))
+            .map(|col| Some(Self { col, value }))
+            .ok_or_else(|| format!("no column `{name}` to select rows by"))
+    }
+
+    pub fn keeps(&self, line: &str) -> bool {
+        line.split(',')
+            .nth(self.col)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case(self.value))
+    }
+}
+
 /// Reads an ESC-50 style CSV: columns `filename`, `category` (or `target`), optional `fold`;
 /// files beside the CSV or in its `audio/` folder. Classes are sorted by name.
 pub fn read_csv(path: &Path) -> Result<LabeledSet, LabeledError> {
@@ -91,24 +119,16 @@ pub fn read_csv_where(
                 reason: "no `category` or `target` column".into(),
             })?;
     let fold_col = find("fold");
-    let where_col = match where_ {
-        Some((name, value)) => Some((
-            find(&name.to_ascii_lowercase()).ok_or_else(|| LabeledError::Set {
-                path: path.to_path_buf(),
-                reason: format!("no column `{name}` to select rows by"),
-            })?,
-            value,
-        )),
-        None => None,
-    };
+    let filter = RowFilter::new(header, where_).map_err(|reason| LabeledError::Set {
+        path: path.to_path_buf(),
+        reason,
+    })?;
     let mut rows = Vec::new();
     for (i, line) in lines {
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        if let Some((c, value)) = where_col {
-            if !f.get(c).is_some_and(|v| v.eq_ignore_ascii_case(value)) {
-                continue;
-            }
+        if filter.is_some_and(|f| !f.keeps(line)) {
+            continue;
         }
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
         let row_err = |reason: String| LabeledError::Row {
             path: path.to_path_buf(),
             line: i + 1,

@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use audio_jepa::finetune::labeled::RowFilter;
+
 /// File extensions the decoder reads.
 pub const AUDIO_EXTENSIONS: &[&str] = &["wav", "flac", "ogg", "oga", "mp3"];
 
@@ -110,27 +112,15 @@ fn list_csv(
             reason: "folds were asked for but the CSV has no `fold` column".into(),
         });
     }
-    let where_col = match where_ {
-        Some((name, value)) => Some((
-            header
-                .split(',')
-                .position(|h| h.trim().eq_ignore_ascii_case(name))
-                .ok_or_else(|| DataError::Csv {
-                    path: path.to_path_buf(),
-                    line: 1,
-                    reason: format!("no column `{name}` to select rows by"),
-                })?,
-            value,
-        )),
-        None => None,
-    };
+    let filter = RowFilter::new(header, where_).map_err(|reason| DataError::Csv {
+        path: path.to_path_buf(),
+        line: 1,
+        reason,
+    })?;
     let mut files = Vec::new();
     for (i, line) in lines {
-        if let Some((c, value)) = where_col {
-            let v = line.split(',').nth(c).map(str::trim).unwrap_or("");
-            if !v.eq_ignore_ascii_case(value) {
-                continue;
-            }
+        if filter.is_some_and(|f| !f.keeps(line)) {
+            continue;
         }
         let csv_err = |reason: String| DataError::Csv {
             path: path.to_path_buf(),
