@@ -2,14 +2,13 @@
 //! data needed): a linear probe and a short full fine-tune beat chance clearly on held-out clips,
 //! and `enroll` adds a class that `listen` then tags on a held-out clip of it.
 
+mod common;
+
 use std::f32::consts::PI;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use audio_jepa::model::checkpoint::save_encoder;
-use audio_jepa::model::{Encoder, EncoderConfig};
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use audio_jepa::model::EncoderConfig;
 
 /// A 1.5 s, 16 kHz clip of sound `kind`, varied by `seed` (pitch, phase, noise).
 fn clip(path: &Path, kind: &str, seed: u32) {
@@ -53,36 +52,13 @@ fn clip(path: &Path, kind: &str, seed: u32) {
 /// A tiny encoder with non-trivial random weights, saved as users get them.
 fn encoder(dir: &Path) -> PathBuf {
     let cfg = EncoderConfig::preset("tiny").unwrap();
-    let vm = VarMap::new();
-    Encoder::load(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &cfg).unwrap();
-    let mut tensors = std::collections::HashMap::new();
-    for (k, v) in vm.data().lock().unwrap().iter() {
-        let t = (Tensor::randn(0f32, 0.1, v.shape(), &Device::Cpu).unwrap()
-            + if k.contains("norm") && k.ends_with("weight") {
-                1.0
-            } else {
-                0.0
-            })
-        .unwrap();
-        tensors.insert(k.clone(), t);
-    }
     let path = dir.join("enc.safetensors");
-    save_encoder(&path, &tensors, &cfg).unwrap();
+    save_encoder(&path, &common::random_tensors(&cfg, 0.1), &cfg).unwrap();
     path
 }
 
 fn ajepa(args: &[std::ffi::OsString]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ajepa"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{:?}: {}",
-        args,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::ajepa(args)
 }
 
 fn accuracy(stdout: &str, split: &str) -> f64 {

@@ -1,6 +1,8 @@
 //! The live-tagging pipeline end to end: the UI renders, a slow encoder makes the worker skip
 //! hops without losing capture samples, and `ajepa listen --json` prints parseable lines.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,18 +142,14 @@ fn a_slow_encoder_skips_hops_but_loses_no_samples() {
 fn listen_json_prints_lines_a_program_can_parse() {
     let dir = tempfile::tempdir().unwrap();
     let wav = tone_wav(dir.path(), 2.0);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ajepa"))
-        .args(["listen", "--random", "--input"])
-        .arg(&wav)
-        .args(["--fast", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = common::ajepa([
+        "listen".as_ref(),
+        "--random".as_ref(),
+        "--input".as_ref(),
+        wav.as_os_str(),
+        "--fast".as_ref(),
+        "--json".as_ref(),
+    ]);
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -186,37 +184,23 @@ fn listen_fast_embeddings_equal_the_offline_encoder_on_the_same_windows() {
 
     // A tiny encoder with non-trivial weights, saved the way users get them.
     let cfg = EncoderConfig::preset("tiny").unwrap();
-    let vm = VarMap::new();
-    Encoder::load(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &cfg).unwrap();
-    let mut tensors = std::collections::HashMap::new();
-    for (k, v) in vm.data().lock().unwrap().iter() {
-        let t = (Tensor::randn(0f32, 0.05, v.shape(), &Device::Cpu).unwrap()
-            + if k.contains("norm") && k.ends_with("weight") {
-                1.0
-            } else {
-                0.0
-            })
-        .unwrap();
-        tensors.insert(k.clone(), t);
-    }
+    let tensors = common::random_tensors(&cfg, 0.05);
     let model = dir.path().join("enc.safetensors");
     save_encoder(&model, &tensors, &cfg).unwrap();
 
     let emb = dir.path().join("emb.npy");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ajepa"))
-        .args(["listen", "--fast", "--json", "--input"])
-        .arg(&clip)
-        .arg("--model")
-        .arg(&model)
-        .arg("--embeddings-out")
-        .arg(&emb)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args: [&std::ffi::OsStr; 9] = [
+        "listen".as_ref(),
+        "--fast".as_ref(),
+        "--json".as_ref(),
+        "--input".as_ref(),
+        clip.as_os_str(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--embeddings-out".as_ref(),
+        emb.as_os_str(),
+    ];
+    common::ajepa(args);
     let got = audio_jepa::arrays::read_npy(&emb).unwrap();
 
     // Offline: whole-clip log-mel, then each 96-frame window every 16 frames.

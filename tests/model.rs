@@ -1,6 +1,8 @@
 //! The encoder: checkpoints round-trip, mismatched files are clear errors, inference and
 //! training kernels agree, and a subset forward equals the full forward when it keeps all.
 
+mod common;
+
 use std::collections::HashMap;
 
 use audio_jepa::model::checkpoint::{load_encoder, save_encoder};
@@ -9,25 +11,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 fn random_encoder(cfg: &EncoderConfig) -> (Encoder, HashMap<String, Tensor>) {
-    let vm = VarMap::new();
-    let enc = Encoder::load(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), cfg).unwrap();
-    // Give every parameter non-trivial values (VarMap defaults set norms to 1 and biases to 0).
-    let data = vm.data().lock().unwrap();
-    let mut tensors = HashMap::new();
-    for (i, (k, v)) in data.iter().enumerate() {
-        let t = (Tensor::randn(0f32, 0.05, v.shape(), &Device::Cpu).unwrap()
-            + if k.contains("norm") && k.ends_with("weight") {
-                1.0
-            } else {
-                0.0
-            })
-        .unwrap();
-        v.set(&t).unwrap();
-        tensors.insert(k.clone(), t);
-        let _ = i;
-    }
-    drop(data);
-    (enc, tensors)
+    let tensors = common::random_tensors(cfg, 0.05);
+    (common::encoder(cfg, &tensors), tensors)
 }
 
 fn patches(b: usize, n: usize) -> Tensor {

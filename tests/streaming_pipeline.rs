@@ -11,23 +11,11 @@ use audio_jepa::model::head::Head;
 use audio_jepa::model::{Encoder, EncoderConfig};
 use audio_jepa::stream::worker::{Pipeline, PipelineConfig};
 use audio_jepa::FrontendConfig;
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{Device, Tensor};
 
 fn encoder() -> Arc<Encoder> {
     let cfg = EncoderConfig::preset("tiny").unwrap();
-    let vm = VarMap::new();
-    let enc = Encoder::load(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &cfg).unwrap();
-    for (k, v) in vm.data().lock().unwrap().iter() {
-        let noise = Tensor::randn(0f32, 0.05, v.shape(), &Device::Cpu).unwrap();
-        let t = if k.contains("norm") && k.ends_with("weight") {
-            (noise + 1.0).unwrap()
-        } else {
-            noise
-        };
-        v.set(&t).unwrap();
-    }
-    Arc::new(enc)
+    Arc::new(common::encoder(&cfg, &common::random_tensors(&cfg, 0.05)))
 }
 
 fn offline_hops(samples: &[f32], enc: &Encoder, pcfg: &PipelineConfig) -> Vec<Vec<f32>> {

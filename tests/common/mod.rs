@@ -1,9 +1,15 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use audio_jepa::arrays::{read_npy, Array};
+use audio_jepa::model::checkpoint::encoder_from_tensors;
+use audio_jepa::model::{Encoder, EncoderConfig};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
 
 /// The repository's own fixtures (copied from ../shared/fixtures with their README).
 pub fn fixture(name: &str) -> Array {
@@ -46,4 +52,46 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// Every parameter of an encoder with `cfg`, with non-trivial values: N(0, std), plus 1 for the
+/// norms' scales (a fresh VarMap has norms at 1 and biases at 0, which hides mistakes).
+pub fn random_tensors(cfg: &EncoderConfig, std: f32) -> HashMap<String, Tensor> {
+    let vm = VarMap::new();
+    Encoder::load(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), cfg).unwrap();
+    let data = vm.data().lock().unwrap();
+    data.iter()
+        .map(|(k, v)| {
+            let noise = Tensor::randn(0f32, std, v.shape(), &Device::Cpu).unwrap();
+            let t = if k.contains("norm") && k.ends_with("weight") {
+                (noise + 1.0).unwrap()
+            } else {
+                noise
+            };
+            (k.clone(), t)
+        })
+        .collect()
+}
+
+/// An encoder built from `tensors`, the way a loaded model is.
+pub fn encoder(cfg: &EncoderConfig, tensors: &HashMap<String, Tensor>) -> Encoder {
+    encoder_from_tensors(tensors.clone(), cfg, &Device::Cpu, Path::new("<random>")).unwrap()
+}
+
+/// Runs the `ajepa` binary, asserts it succeeded (showing its stderr if not), returns stdout.
+pub fn ajepa<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ajepa"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
