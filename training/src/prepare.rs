@@ -2,25 +2,17 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
-use audio_jepa::finetune::labeled::parse_where;
+use anyhow::bail;
 use audio_jepa_training::config::TrainConfig;
-use audio_jepa_training::data::list_audio_where;
-use audio_jepa_training::features::load_features;
 use audio_jepa_training::shards::write_shards;
+
+use crate::pretrain::Sources;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Audio: a folder (recursive) or a CSV with a `filename` column; repeat for several
-    #[arg(long, required = true)]
-    data: Vec<PathBuf>,
-    /// For CSV sources with a `fold` column: only these folds
-    #[arg(long, value_delimiter = ',')]
-    folds: Option<Vec<u32>>,
-    /// For CSV sources: only rows where COLUMN equals VALUE, e.g. esc10=True
-    #[arg(long = "where", value_name = "COLUMN=VALUE", value_parser = parse_where)]
-    where_: Option<(String, String)>,
+    #[command(flatten)]
+    sources: Sources,
     /// Output folder (index.json and shard-NNNNN.ajs)
     #[arg(long)]
     out: PathBuf,
@@ -33,9 +25,6 @@ pub struct Args {
     /// Training config whose [frontend] the features use (default: the built-in front end)
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Feature cache folder (default: ~/.cache/audio-jepa/features)
-    #[arg(long)]
-    cache: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -49,34 +38,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.out.display()
         );
     }
-    let mut files = Vec::new();
-    for d in &args.data {
-        files.extend(
-            list_audio_where(
-                d,
-                args.folds.as_deref(),
-                args.where_.as_ref().map(|(c, v)| (c.as_str(), v.as_str())),
-            )
-            .with_context(|| format!("listing {}", d.display()))?,
-        );
-    }
-    let cache = args
-        .cache
-        .clone()
-        .unwrap_or_else(crate::pretrain::default_cache);
-    let bar = ProgressBar::new(files.len() as u64).with_style(
-        ProgressStyle::with_template("features {bar:30} {pos}/{len} files {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let (clips, skipped) =
-        load_features(&files, &fe, Some(&cache), |i| bar.set_position(i as u64))?;
-    bar.finish_and_clear();
-    for (p, why) in &skipped.0 {
-        eprintln!("skipped {}: {why}", p.display());
-    }
-    if clips.is_empty() {
-        bail!("no usable audio in {:?}", args.data);
-    }
+    let (clips, _) = args.sources.load(&fe)?;
     let started = std::time::Instant::now();
     let bar = ProgressBar::new(clips.len() as u64).with_style(
         ProgressStyle::with_template("shards {bar:30} {pos}/{len} clips {elapsed}")

@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use audio_jepa::finetune::labeled::parse_where;
+use audio_jepa::FrontendConfig;
 use audio_jepa_training::config::TrainConfig;
 use audio_jepa_training::data::list_audio_where;
-use audio_jepa_training::features::load_features;
+use audio_jepa_training::features::{load_features, ClipFeatures};
 use audio_jepa_training::loader::{fixed_batch, Corpus, Loader};
 use audio_jepa_training::plot::write_curves;
 use audio_jepa_training::shards::{is_shard_dir, read_shards};
@@ -22,16 +23,8 @@ pub struct Args {
     /// Training config (TOML), e.g. training/configs/edge.toml
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Audio: a folder (recursive), a CSV with a `filename` column, or a shard folder from
-    /// `prepare`; repeat for several
-    #[arg(long, required = true)]
-    data: Vec<PathBuf>,
-    /// For CSV sources with a `fold` column (ESC-50): only these folds, e.g. 1,2,3
-    #[arg(long, value_delimiter = ',')]
-    folds: Option<Vec<u32>>,
-    /// For CSV sources: only rows where COLUMN equals VALUE, e.g. `esc10=True` (ESC-10 subset)
-    #[arg(long = "where", value_name = "COLUMN=VALUE", value_parser = parse_where)]
-    where_: Option<(String, String)>,
+    #[command(flatten)]
+    sources: Sources,
     /// Run directory: checkpoint, encoder, config, log.jsonl, curves.png
     #[arg(long)]
     out: PathBuf,
@@ -44,12 +37,71 @@ pub struct Args {
     /// Override [optim] steps
     #[arg(long)]
     steps: Option<u64>,
-    /// Feature cache folder (default: ~/.cache/audio-jepa/features)
-    #[arg(long)]
-    cache: Option<PathBuf>,
     /// Stop after this many minutes (a checkpoint is written first); the run can be resumed
     #[arg(long)]
     minutes: Option<f64>,
+}
+
+/// Where training features come from (`pretrain` and `prepare`).
+#[derive(Debug, clap::Args)]
+pub struct Sources {
+    /// Audio: a folder (recursive), a CSV with a `filename` column, or a shard folder from
+    /// `prepare`; repeat for several
+    #[arg(long, required = true)]
+    pub data: Vec<PathBuf>,
+    /// For CSV sources with a `fold` column (ESC-50): only these folds, e.g. 1,2,3
+    #[arg(long, value_delimiter = ',')]
+    pub folds: Option<Vec<u32>>,
+    /// For CSV sources: only rows where COLUMN equals VALUE, e.g. `esc10=True` (ESC-10 subset)
+    #[arg(long = "where", value_name = "COLUMN=VALUE", value_parser = parse_where)]
+    pub where_: Option<(String, String)>,
+    /// Feature cache folder (default: ~/.cache/audio-jepa/features)
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+impl Sources {
+    /// Features of every source: shard folders read as they are (checksums and front end
+    /// checked), audio listed, decoded once and cached (with a progress bar; unreadable files are
+    /// reported and skipped). Returns the clips and how many files were skipped.
+    pub fn load(&self, fe: &FrontendConfig) -> anyhow::Result<(Vec<ClipFeatures>, usize)> {
+        let mut sharded = Vec::new();
+        let mut files = Vec::new();
+        for d in &self.data {
+            if is_shard_dir(d) {
+                sharded.extend(
+                    read_shards(d, fe)
+                        .with_context(|| format!("reading shards {}", d.display()))?,
+                );
+                continue;
+            }
+            files.extend(
+                list_audio_where(
+                    d,
+                    self.folds.as_deref(),
+                    self.where_.as_ref().map(|(c, v)| (c.as_str(), v.as_str())),
+                )
+                .with_context(|| format!("listing {}", d.display()))?,
+            );
+        }
+        let cache = self.cache.clone().unwrap_or_else(default_cache);
+        let bar = ProgressBar::new(files.len() as u64).with_style(
+            ProgressStyle::with_template("features {bar:30} {pos}/{len} files {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let (mut clips, skipped) =
+            load_features(&files, fe, Some(&cache), |i| bar.set_position(i as u64))?;
+        bar.finish_and_clear();
+        clips.extend(sharded);
+        for (p, why) in &skipped.0 {
+            eprintln!("skipped {}: {why}", p.display());
+        }
+        if clips.is_empty() {
+            bail!("no usable audio in {:?}", self.data);
+        }
+        eprintln!("features cached in {}", cache.display());
+        Ok((clips, skipped.0.len()))
+    }
 }
 
 fn device(name: &str) -> anyhow::Result<Device> {
@@ -107,49 +159,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let cfg = Arc::new(trainer.cfg.clone());
 
-    // Data: shard folders are read as they are; audio is listed, decoded once, cached.
-    let mut sharded = Vec::new();
-    let mut files = Vec::new();
-    for d in &args.data {
-        if is_shard_dir(d) {
-            sharded.extend(
-                read_shards(d, &cfg.frontend)
-                    .with_context(|| format!("reading shards {}", d.display()))?,
-            );
-            continue;
-        }
-        files.extend(
-            list_audio_where(
-                d,
-                args.folds.as_deref(),
-                args.where_.as_ref().map(|(c, v)| (c.as_str(), v.as_str())),
-            )
-            .with_context(|| format!("listing {}", d.display()))?,
-        );
-    }
-    let cache = args.cache.clone().unwrap_or_else(default_cache);
-    let bar = ProgressBar::new(files.len() as u64).with_style(
-        ProgressStyle::with_template("features {bar:30} {pos}/{len} files {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let (mut clips, skipped) = load_features(&files, &cfg.frontend, Some(&cache), |i| {
-        bar.set_position(i as u64)
-    })?;
-    clips.extend(sharded);
-    bar.finish_and_clear();
-    for (p, why) in &skipped.0 {
-        eprintln!("skipped {}: {why}", p.display());
-    }
-    if clips.is_empty() {
-        bail!("no usable audio in {:?}", args.data);
-    }
+    let (clips, skipped) = args.sources.load(&cfg.frontend)?;
     let frames: usize = clips.iter().map(|c| c.n_frames).sum();
     eprintln!(
-        "{} clips ({:.2} h of audio), {} skipped; features cached in {}",
+        "{} clips ({:.2} h of audio), {skipped} skipped",
         clips.len(),
         frames as f64 * cfg.frontend.frame_shift_ms / 3.6e6,
-        skipped.0.len(),
-        cache.display()
     );
     let enc = &trainer.jepa.enc_cfg;
     eprintln!(
