@@ -82,8 +82,7 @@ struct EncoderReport {
 }
 
 fn encoder_for(spec: &str) -> anyhow::Result<audio_jepa::model::Encoder> {
-    use audio_jepa::model::{Encoder, EncoderConfig};
-    use candle_core::{DType, Device};
+    use candle_core::Device;
     if spec == "default" {
         return Ok(audio_jepa::default_model::encoder()?);
     }
@@ -94,12 +93,7 @@ fn encoder_for(spec: &str) -> anyhow::Result<audio_jepa::model::Encoder> {
             &Device::Cpu,
         )?);
     }
-    let cfg = EncoderConfig::preset(spec)?;
-    let vm = candle_nn::VarMap::new();
-    Ok(Encoder::load(
-        candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
-        &cfg,
-    )?)
+    super::random_encoder(spec)
 }
 
 fn bench_encoder(

@@ -7,11 +7,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use audio_jepa::model::checkpoint::load_encoder;
 use audio_jepa::model::head::Head;
-use audio_jepa::model::{Encoder, EncoderConfig};
 use audio_jepa::stream::session::{Event, Session, Source};
 use audio_jepa::stream::worker::{Pipeline, PipelineConfig};
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::Device;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -61,16 +59,6 @@ pub struct Args {
     pub profile: Option<PathBuf>,
 }
 
-/// A randomly initialised encoder (seeded by candle's defaults), for runs without a model.
-fn random_encoder() -> anyhow::Result<Encoder> {
-    let cfg = EncoderConfig::preset("edge")?;
-    let vm = VarMap::new();
-    Ok(Encoder::load(
-        VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
-        &cfg,
-    )?)
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     let profile = super::load_profile(args.profile.as_deref())?;
     let fe = profile.frontend.clone();
@@ -92,7 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (encoder, model_name) = match (&args.model, args.random) {
         (Some(p), _) => (load_encoder(p, &Device::Cpu)?, p.display().to_string()),
         (None, true) => (
-            random_encoder()?,
+            super::random_encoder("edge")?,
             "random edge encoder (UNTRAINED)".to_string(),
         ),
         (None, false) => (

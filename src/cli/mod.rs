@@ -65,6 +65,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// An encoder of a preset's shape with candle's default initialisation (untrained): for
+/// latency checks without a model.
+pub fn random_encoder(preset: &str) -> anyhow::Result<audio_jepa::model::Encoder> {
+    let cfg = audio_jepa::model::EncoderConfig::preset(preset)?;
+    let vm = candle_nn::VarMap::new();
+    Ok(audio_jepa::model::Encoder::load(
+        candle_nn::VarBuilder::from_varmap(&vm, candle_core::DType::F32, &candle_core::Device::Cpu),
+        &cfg,
+    )?)
+}
+
 /// Loads `--profile`: a path to a TOML file, or the name of one in `firmware-config/`
 /// (e.g. `laptop`). Without it, the built-in defaults (the same as `firmware-config/laptop.toml`).
 pub fn load_profile(profile: Option<&Path>) -> anyhow::Result<Profile> {
