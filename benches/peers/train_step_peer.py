@@ -6,6 +6,10 @@ batch (32 crops of 8 x 16 patches), the same mask sizes as a typical random-bloc
 (context 60 patches, 4 targets of 20), AdamW, EMA update, MSE on layer-normed targets.
 
     ../peers-venv/bin/python benches/peers/train_step_peer.py --threads 2
+    python3 benches/peers/train_step_peer.py --device cuda --bf16 --batch 128   # on a GPU machine
+
+`--bf16` runs the forward under torch.autocast(bfloat16) with f32 master weights, as I-JEPA's
+`use_bfloat16` and our `[optim] precision = "bf16"` do.
 """
 
 import argparse
@@ -53,7 +57,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (mixed precision)")
     args = ap.parse_args()
+    dev = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = dict(n_mels=128, patch_size=16, embed_dim=256, depth=6, num_heads=4, mlp_ratio=4, layer_norm_eps=1e-6)
@@ -62,26 +69,28 @@ def main():
     for p in tgt_enc.parameters():
         p.requires_grad_(False)
     pred = Predictor(256, 128, 4, 4, 8, 16)
+    ctx_enc, tgt_enc, pred = ctx_enc.to(dev), tgt_enc.to(dev), pred.to(dev)
     opt = torch.optim.AdamW(list(ctx_enc.parameters()) + list(pred.parameters()), lr=5e-4, weight_decay=0.04)
     b, n = args.batch, 128
-    x = torch.randn(b, n, 256)
+    x = torch.randn(b, n, 256, device=dev)
+    pos = torch.from_numpy(sincos_2d(256, 8, 16)).float().to(dev)
 
     def masks():
-        perm = torch.stack([torch.randperm(n) for _ in range(b)])
+        perm = torch.stack([torch.randperm(n) for _ in range(b)]).to(dev)
         return perm[:, :60], [perm[:, 60 + 20 * i: 80 + 20 * i] for i in range(4)]
 
     def step():
         ctx_idx, targets = masks()
-        with torch.no_grad():
-            h = F.layer_norm(tgt_enc(x), (256,))
-        # Context encoder on the kept patches only (I-JEPA's apply_masks).
-        pos = torch.from_numpy(sincos_2d(256, 8, 16)).float()
-        tokens = gather(ctx_enc.patch_embed.proj(x) + pos, ctx_idx)
-        for blk in ctx_enc.blocks:
-            tokens = blk(tokens)
-        z = ctx_enc.norm(tokens)
-        preds = pred(z, ctx_idx, targets)
-        loss = sum(F.mse_loss(p, gather(h, t), reduction="sum") for p, t in zip(preds, targets))
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
+            with torch.no_grad():
+                h = F.layer_norm(tgt_enc(x).float(), (256,))
+            # Context encoder on the kept patches only (I-JEPA's apply_masks).
+            tokens = gather(ctx_enc.patch_embed.proj(x) + pos, ctx_idx)
+            for blk in ctx_enc.blocks:
+                tokens = blk(tokens)
+            z = ctx_enc.norm(tokens)
+            preds = pred(z, ctx_idx, targets)
+        loss = sum(F.mse_loss(p.float(), gather(h, t), reduction="sum") for p, t in zip(preds, targets))
         loss = loss / sum(p.numel() for p in preds)
         opt.zero_grad()
         loss.backward()
@@ -94,12 +103,17 @@ def main():
 
     for _ in range(2):
         step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(args.steps):
-        step()
+        step()  # loss.item() synchronises every step, as our step reads its loss
     dt = (time.perf_counter() - t0) / args.steps
-    print(f"pytorch {torch.__version__}, {args.threads} threads: {1 / dt:.3f} steps/s, {b / dt:.1f} samples/s "
-          f"(batch {b}, edge encoder 256 x 6, predictor 128 x 4)")
+    where = f"{args.threads} threads" if dev.type == "cpu" else torch.cuda.get_device_name(dev)
+    mem = f", peak {torch.cuda.max_memory_allocated(dev) / 2**20:.0f} MiB" if dev.type == "cuda" else ""
+    print(f"pytorch {torch.__version__}, {where}, {'bf16 autocast' if args.bf16 else 'f32'}: {1 / dt:.3f} steps/s, "
+          f"{b / dt:.1f} samples/s{mem} (batch {b}, edge encoder 256 x 6, predictor 128 x 4)")
 
 
 if __name__ == "__main__":

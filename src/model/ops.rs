@@ -8,6 +8,11 @@
 //! forward. These ops keep one pass per row both ways. They run on contiguous f32 CPU tensors;
 //! anything else (GPU, other dtypes) takes the composed path, which computes the same function.
 //!
+//! On other devices (CUDA, Metal) and for other dtypes (bf16 mixed precision), the forward pass
+//! runs candle's fused kernels (`candle_nn::ops::softmax_last_dim`, `layer_norm`), which have no
+//! backward pass either, and [`Attach`] gives their output the backward pass below, computed in
+//! f32 from a few device operations: one kernel forward instead of five to eight.
+//!
 //! Gradients (per row, `n` elements): softmax `y`: `dx = y (g - sum(g y))`; layer norm
 //! `y = xhat w + b`, `xhat = (x - mean) rstd`: `dx = rstd (gw - mean(gw) - xhat mean(gw xhat))`,
 //! `dw = sum_rows(g xhat)`, `db = sum_rows(g)`.
@@ -94,12 +99,118 @@ impl CustomOp2 for SoftmaxBwd {
     }
 }
 
-/// Softmax over the last dimension, differentiable, fused on the CPU.
+/// Softmax over the last dimension, differentiable, fused on the CPU (f32) and through
+/// candle's forward kernel elsewhere.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if fused_ok(x) {
         x.contiguous()?.apply_op1(Softmax)
     } else {
-        candle_nn::ops::softmax(x, D::Minus1)
+        softmax_attached(x)
+    }
+}
+
+/// candle's fused softmax forward with [`Attach`]'s backward: the path for GPUs and bf16.
+fn softmax_attached(x: &Tensor) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let y = candle_nn::ops::softmax_last_dim(&x)?;
+    x.apply_op2(&y, Attach(Backward::Softmax))
+}
+
+/// candle's fused layer norm forward (unit scale, no shift) with [`Attach`]'s backward, then
+/// the affine part as ordinary differentiable operations: the path for GPUs and bf16.
+fn layer_norm_attached(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let n = w.dim(0)?;
+    let ones = Tensor::ones(n, x.dtype(), x.device())?;
+    let zeros = Tensor::zeros(n, x.dtype(), x.device())?;
+    let xhat = candle_nn::ops::layer_norm(&x, &ones, &zeros, eps)?;
+    x.apply_op2(&xhat, Attach(Backward::Normalise { eps }))?
+        .broadcast_mul(&w.to_dtype(x.dtype())?)?
+        .broadcast_add(&b.to_dtype(x.dtype())?)
+}
+
+/// Which function [`Attach`] differentiates.
+#[derive(Debug, Clone, Copy)]
+enum Backward {
+    /// `y = softmax(x)` over the last dimension.
+    Softmax,
+    /// `y = (x - mean) / sqrt(var + eps)` over the last dimension.
+    Normalise { eps: f32 },
+}
+
+/// `Attach(f)` applied to `(x, y)` returns `y`, which must already be `f(x)` computed by a
+/// kernel without a backward pass, and differentiates it as `f` with respect to `x` (`y` gets no
+/// gradient). The forward is one copy on any device; the backward is composed from device
+/// operations in f32, whatever the dtype of `x` (as autocast keeps reductions in f32).
+struct Attach(Backward);
+
+impl CustomOp2 for Attach {
+    fn name(&self) -> &'static str {
+        "ajepa-attach-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _s1: &CpuStorage,
+        _l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        Ok((s2.try_clone(l2)?, l2.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _s1: &candle_core::CudaStorage,
+        _l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        Ok((s2.try_clone(l2)?, l2.shape().clone()))
+    }
+
+    #[cfg(feature = "metal")]
+    fn metal_fwd(
+        &self,
+        _s1: &candle_core::MetalStorage,
+        _l1: &Layout,
+        s2: &candle_core::MetalStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::MetalStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        Ok((s2.try_clone(l2)?, l2.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _y: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = grad.to_dtype(DType::F32)?;
+        let dx = match self.0 {
+            Backward::Softmax => {
+                let y = res.to_dtype(DType::F32)?;
+                let dot = (&g * &y)?.sum_keepdim(D::Minus1)?;
+                (y * g.broadcast_sub(&dot)?)?
+            }
+            Backward::Normalise { eps } => {
+                let x = x.to_dtype(DType::F32)?;
+                let c = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+                let rstd = (c.sqr()?.mean_keepdim(D::Minus1)? + eps as f64)?
+                    .sqrt()?
+                    .recip()?;
+                let xhat = c.broadcast_mul(&rstd)?;
+                let m1 = g.mean_keepdim(D::Minus1)?;
+                let m2 = (&g * &xhat)?.mean_keepdim(D::Minus1)?;
+                (g.broadcast_sub(&m1)? - xhat.broadcast_mul(&m2)?)?.broadcast_mul(&rstd)?
+            }
+        };
+        Ok((Some(dx.to_dtype(x.dtype())?), None))
     }
 }
 
@@ -238,12 +349,20 @@ impl CustomOp3 for LayerNormBwd {
 }
 
 /// Layer norm over the last dimension with scale `w` and shift `b`, differentiable, fused on
-/// the CPU.
+/// the CPU (f32) and through candle's forward kernel elsewhere.
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor> {
-    if fused_ok(x) && fused_ok(w) && fused_ok(b) && x.dim(D::Minus1)? == w.dim(0)? {
+    if x.dim(D::Minus1)? != w.dim(0)? || w.dims() != b.dims() {
+        candle_core::bail!(
+            "layer norm: input {:?}, scale {:?}, shift {:?}",
+            x.shape(),
+            w.shape(),
+            b.shape()
+        );
+    }
+    if fused_ok(x) && fused_ok(w) && fused_ok(b) {
         x.contiguous()?.apply_op3(w, b, LayerNorm { eps })
     } else {
-        candle_nn::ops::layer_norm_slow(x, w, b, eps)
+        layer_norm_attached(x, w, b, eps)
     }
 }
 
@@ -279,6 +398,65 @@ mod tests {
             gb.get(x.as_tensor()).unwrap(),
             1e-5,
         );
+    }
+
+    /// The GPU / bf16 path (candle's forward kernels with [`Attach`]'s backward), run here on
+    /// the CPU, against the composed operations, in f32 and in bf16.
+    #[test]
+    fn attached_kernels_match_the_composed_ops_in_f32_and_bf16() {
+        let dev = Device::Cpu;
+        for (dtype, tol_fwd, tol_bwd) in [(DType::F32, 1e-5, 1e-4), (DType::BF16, 2e-2, 6e-2)] {
+            let x0 = Tensor::randn(0f32, 2.0, (3, 5, 16), &dev).unwrap();
+            let x = Var::from_tensor(&x0.to_dtype(dtype).unwrap()).unwrap();
+            let w = Var::from_tensor(&Tensor::randn(1f32, 0.2, 16, &dev).unwrap()).unwrap();
+            let b = Var::from_tensor(&Tensor::randn(0f32, 0.2, 16, &dev).unwrap()).unwrap();
+            let g = Tensor::randn(0f32, 1.0, (3, 5, 16), &dev).unwrap();
+            // References in f32 on the same (rounded) input.
+            let xr = Var::from_tensor(&x.as_tensor().to_dtype(DType::F32).unwrap()).unwrap();
+            let f32_of = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+
+            let a = softmax_attached(x.as_tensor()).unwrap();
+            let r = candle_nn::ops::softmax(xr.as_tensor(), D::Minus1).unwrap();
+            close(&f32_of(&a), &r, tol_fwd);
+            let ga = (f32_of(&a) * &g)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let gr = (r * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let dx = f32_of(ga.get(x.as_tensor()).unwrap());
+            close(&dx, gr.get(xr.as_tensor()).unwrap(), tol_bwd);
+
+            let wc = w.as_tensor().to_dtype(dtype).unwrap();
+            let bc = b.as_tensor().to_dtype(dtype).unwrap();
+            let a = layer_norm(x.as_tensor(), &wc, &bc, 1e-6).unwrap();
+            assert_eq!(a.dtype(), dtype);
+            let r =
+                candle_nn::ops::layer_norm_slow(xr.as_tensor(), &f32_of(&wc), &f32_of(&bc), 1e-6)
+                    .unwrap();
+            close(&f32_of(&a), &r, tol_fwd * 4.0);
+            let ga = (f32_of(&a) * &g)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let gr = (r * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let dx = f32_of(ga.get(x.as_tensor()).unwrap());
+            close(&dx, gr.get(xr.as_tensor()).unwrap(), tol_bwd * 4.0);
+            // Scale and shift get gradients through the cast, in f32.
+            let dw = ga.get(w.as_tensor()).unwrap();
+            assert_eq!(dw.dtype(), DType::F32);
+            assert!(ga.get(b.as_tensor()).is_some());
+        }
+        // f32 forced through the attached path equals the CPU-fused one.
+        let x = Var::from_tensor(&Tensor::randn(0f32, 2.0, (2, 4, 8), &dev).unwrap()).unwrap();
+        let w = Tensor::randn(1f32, 0.2, 8, &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.2, 8, &dev).unwrap();
+        let a = layer_norm_attached(x.as_tensor(), &w, &b, 1e-6).unwrap();
+        let f = layer_norm(x.as_tensor(), &w, &b, 1e-6).unwrap();
+        close(&a, &f, 1e-5);
     }
 
     #[test]

@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
         let t3 = Instant::now();
         let grads = loss.backward()?;
         let t4 = Instant::now();
-        let gn = t.opt.grad_norm(&grads)?;
+        let gn = (t.opt.grad_sq_norm(&grads)?.to_scalar::<f32>()? as f64).sqrt();
         t.opt.step(&grads, 1e-4, 0.04, 1.0 / gn.max(1.0))?;
         let t5 = Instant::now();
         j.ema_update(0.996)?;

@@ -106,6 +106,30 @@ pub struct OptimSection {
     pub loss: LossKind,
     /// Stop when the loss exceeds this many times its running mean (an exploding run).
     pub explode_factor: f64,
+    /// Arithmetic of the forward and backward passes; see [`Precision`].
+    pub precision: Precision,
+}
+
+/// `[optim] precision`: how the step computes. Parameters, optimiser moments, the EMA target
+/// and the loss are f32 either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Everything in f32 (the CPU default: candle's CPU bf16 matmul is slower than f32).
+    #[default]
+    F32,
+    /// Mixed precision on a GPU: bf16 matmuls (tensor cores) from bf16 casts of f32 master
+    /// weights, reductions in f32 (I-JEPA's `use_bfloat16`).
+    Bf16,
+}
+
+impl Precision {
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            Precision::F32 => candle_core::DType::F32,
+            Precision::Bf16 => candle_core::DType::BF16,
+        }
+    }
 }
 
 impl Default for OptimSection {
@@ -124,6 +148,7 @@ impl Default for OptimSection {
             clip_grad: 1.0,
             loss: LossKind::Mse,
             explode_factor: 50.0,
+            precision: Precision::F32,
         }
     }
 }
@@ -306,5 +331,40 @@ impl TrainConfig {
     /// Warm-up steps.
     pub fn warmup_steps(&self) -> u64 {
         (self.optim.steps as f64 * self.optim.warmup_frac).round() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shipped config parses and validates, and survives the round trip through the
+    /// effective config saved next to a checkpoint.
+    #[test]
+    fn shipped_configs_are_valid_and_round_trip() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let cfg =
+                TrainConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let again = TrainConfig::from_toml_str(&cfg.to_toml(), &path).unwrap();
+            assert_eq!(cfg, again, "{}", path.display());
+            seen += 1;
+        }
+        assert!(seen >= 3, "configs found: {seen}");
+        let gpu = TrainConfig::load(&dir.join("gpu-edge.toml")).unwrap();
+        assert_eq!(gpu.optim.precision, Precision::Bf16);
+    }
+
+    #[test]
+    fn an_unknown_precision_is_a_clear_error() {
+        let err = TrainConfig::from_toml_str("[optim]\nprecision = \"fp8\"\n", Path::new("x.toml"))
+            .unwrap_err();
+        let text = format!("{err}: {:?}", std::error::Error::source(&err));
+        assert!(text.contains("x.toml") && text.contains("fp8"), "{text}");
     }
 }

@@ -35,6 +35,9 @@ pub struct Jepa {
     target_vars: VarMap,
     predictor_vars: VarMap,
     pub device: Device,
+    /// The dtype of the forward and backward passes: F32, or BF16 for mixed precision (the
+    /// parameters, optimiser state, EMA and loss stay f32; see [`Jepa::loss`]).
+    compute: DType,
 }
 
 /// The indices of one batch's masks as tensors.
@@ -153,9 +156,44 @@ impl Jepa {
             target_vars,
             predictor_vars,
             device: device.clone(),
+            compute: DType::F32,
         };
         jepa.ema_update(0.0)?;
         Ok(jepa)
+    }
+
+    /// Runs the forward and backward passes in `dtype` (F32 or BF16); the parameters stay f32.
+    pub fn set_compute_dtype(&mut self, dtype: DType) -> Result<()> {
+        if !matches!(dtype, DType::F32 | DType::BF16) {
+            candle_core::bail!("compute dtype {dtype:?}: only f32 and bf16 are supported");
+        }
+        self.compute = dtype;
+        Ok(())
+    }
+
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
+    }
+
+    /// Mixed precision (I-JEPA's `use_bfloat16`, which runs `torch.cuda.amp.autocast`): the
+    /// three networks rebuilt for this step from bf16 casts of the f32 master parameters. The
+    /// casts are differentiable, so the backward pass runs through bf16 matmuls and arrives at
+    /// the masters as f32 gradients; layer norms, softmaxes (see `model::ops`), the target
+    /// normalisation and the loss are computed in f32. Rebuilding is cheap: one cast kernel per
+    /// parameter, no copy of the graph.
+    fn cast_networks(&self, dtype: DType) -> Result<(Encoder, Encoder, Predictor)> {
+        let vb = |vm: &VarMap| -> Result<VarBuilder<'static>> {
+            let cast = sorted_vars(vm)
+                .into_iter()
+                .map(|(k, v)| Ok((k, v.as_tensor().to_dtype(dtype)?)))
+                .collect::<Result<HashMap<String, Tensor>>>()?;
+            Ok(VarBuilder::from_tensors(cast, dtype, &self.device))
+        };
+        let mut context = Encoder::load(vb(&self.context_vars)?, &self.enc_cfg)?;
+        context.set_mode(Mode::Train);
+        let target = Encoder::load(vb(&self.target_vars)?, &self.enc_cfg)?;
+        let predictor = Predictor::load(vb(&self.predictor_vars)?, &self.pred_cfg, &self.enc_cfg)?;
+        Ok((context, target, predictor))
     }
 
     /// Parameters the optimiser updates: `context.*` and `predictor.*`.
@@ -195,45 +233,29 @@ impl Jepa {
     }
 
     /// Target latents: the target encoder on every patch, layer-normalised without affine
-    /// parameters (I-JEPA: `F.layer_norm(h, (h.size(-1),))`), detached from the graph.
+    /// parameters (I-JEPA: `F.layer_norm(h, (h.size(-1),))`), in f32, detached from the graph.
     pub fn targets(&self, patches: &Tensor) -> Result<Tensor> {
-        let h = self.target.forward(patches, None)?.detach();
-        let mean = h.mean_keepdim(D::Minus1)?;
-        let c = h.broadcast_sub(&mean)?;
-        let var = c.sqr()?.mean_keepdim(D::Minus1)?;
-        c.broadcast_div(&(var + 1e-5)?.sqrt()?)
+        target_latents(&self.target, patches)
     }
 
-    /// The JEPA loss of one batch: `patches` `[B, N, patch_len]`, masks as index tensors.
+    /// The JEPA loss of one batch: `patches` `[B, N, patch_len]` (f32), masks as index tensors.
+    /// A scalar f32 tensor whatever the compute dtype.
     pub fn loss(&self, patches: &Tensor, masks: &MaskTensors, kind: LossKind) -> Result<Tensor> {
-        let n = patches.dim(1)?;
-        let h = self.targets(patches)?;
-        let z = self.context.forward(patches, Some(&masks.context))?;
-        let preds = self
-            .predictor
-            .forward(&z, &masks.context, &masks.targets, n)?;
-        let mut total: Option<Tensor> = None;
-        let mut count = 0usize;
-        for (pred, idx) in preds.iter().zip(&masks.targets) {
-            let target = gather_tokens(&h, idx)?;
-            let diff = (pred - target)?;
-            let per = match kind {
-                LossKind::Mse => diff.sqr()?,
-                LossKind::SmoothL1 => {
-                    let d = diff.abs()?;
-                    let c = d.clamp(0f32, 1f32)?;
-                    ((c.sqr()? * 0.5)? + (d - c)?)?
-                }
-            };
-            count += per.elem_count();
-            let s = per.sum_all()?;
-            total = Some(match total {
-                None => s,
-                Some(t) => (t + s)?,
-            });
+        if self.compute == DType::F32 {
+            return jepa_loss(
+                (&self.context, &self.target, &self.predictor),
+                patches,
+                masks,
+                kind,
+            );
         }
-        let total = total.ok_or_else(|| candle_core::Error::Msg("no target blocks".into()))?;
-        total / count.max(1) as f64
+        let (context, target, predictor) = self.cast_networks(self.compute)?;
+        jepa_loss(
+            (&context, &target, &predictor),
+            &patches.to_dtype(self.compute)?,
+            masks,
+            kind,
+        )
     }
 
     /// Every tensor, prefixed `context.`, `target.`, `predictor.`.
@@ -283,4 +305,51 @@ impl Jepa {
         }
         Ok(())
     }
+}
+
+fn target_latents(target: &Encoder, patches: &Tensor) -> Result<Tensor> {
+    let h = target
+        .forward(patches, None)?
+        .detach()
+        .to_dtype(DType::F32)?;
+    let mean = h.mean_keepdim(D::Minus1)?;
+    let c = h.broadcast_sub(&mean)?;
+    let var = c.sqr()?.mean_keepdim(D::Minus1)?;
+    c.broadcast_div(&(var + 1e-5)?.sqrt()?)
+}
+
+/// I-JEPA's loss (src/train.py `forward_target`, `forward_context`, `loss_fn`) on the given
+/// networks; predictions are compared with the targets in f32.
+fn jepa_loss(
+    (context, target, predictor): (&Encoder, &Encoder, &Predictor),
+    patches: &Tensor,
+    masks: &MaskTensors,
+    kind: LossKind,
+) -> Result<Tensor> {
+    let n = patches.dim(1)?;
+    let h = target_latents(target, patches)?;
+    let z = context.forward(patches, Some(&masks.context))?;
+    let preds = predictor.forward(&z, &masks.context, &masks.targets, n)?;
+    let mut total: Option<Tensor> = None;
+    let mut count = 0usize;
+    for (pred, idx) in preds.iter().zip(&masks.targets) {
+        let target = gather_tokens(&h, idx)?;
+        let diff = (pred.to_dtype(DType::F32)? - target)?;
+        let per = match kind {
+            LossKind::Mse => diff.sqr()?,
+            LossKind::SmoothL1 => {
+                let d = diff.abs()?;
+                let c = d.clamp(0f32, 1f32)?;
+                ((c.sqr()? * 0.5)? + (d - c)?)?
+            }
+        };
+        count += per.elem_count();
+        let s = per.sum_all()?;
+        total = Some(match total {
+            None => s,
+            Some(t) => (t + s)?,
+        });
+    }
+    let total = total.ok_or_else(|| candle_core::Error::Msg("no target blocks".into()))?;
+    total / count.max(1) as f64
 }

@@ -54,19 +54,19 @@ impl AdamW {
         })
     }
 
-    /// L2 norm of all gradients.
-    pub fn grad_norm(&self, grads: &GradStore) -> Result<f64> {
-        let mut total = 0.0f64;
-        for s in &self.slots {
-            if let Some(g) = grads.get(s.var.as_tensor()) {
-                total += g
-                    .sqr()?
-                    .sum_all()?
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_scalar::<f64>()?;
-            }
+    /// Squared L2 norm of all gradients, as a scalar f32 tensor on their device (summed there,
+    /// so reading it is one transfer, not one per parameter).
+    pub fn grad_sq_norm(&self, grads: &GradStore) -> Result<Tensor> {
+        let sums = self
+            .slots
+            .iter()
+            .filter_map(|s| grads.get(s.var.as_tensor()))
+            .map(|g| g.to_dtype(candle_core::DType::F32)?.sqr()?.sum_all())
+            .collect::<Result<Vec<_>>>()?;
+        match sums.is_empty() {
+            true => candle_core::bail!("no gradients for any parameter"),
+            false => Tensor::stack(&sums, 0)?.sum_all(),
         }
-        Ok(total.sqrt())
     }
 
     /// One update with learning rate `lr`, weight decay `wd`, gradients scaled by `grad_scale`

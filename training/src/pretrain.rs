@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use audio_jepa::finetune::labeled::parse_where;
 use audio_jepa::FrontendConfig;
-use audio_jepa_training::config::TrainConfig;
+use audio_jepa_training::config::{Precision, TrainConfig};
 use audio_jepa_training::data::list_audio_where;
 use audio_jepa_training::features::{load_features, ClipFeatures};
 use audio_jepa_training::loader::{fixed_batch, Corpus, Loader};
@@ -37,6 +37,9 @@ pub struct Args {
     /// Override [optim] steps
     #[arg(long)]
     steps: Option<u64>,
+    /// Override [optim] precision: f32, or bf16 (mixed precision, for GPUs); also on --resume
+    #[arg(long, value_parser = parse_precision)]
+    precision: Option<Precision>,
     /// Stop after this many minutes (a checkpoint is written first); the run can be resumed
     #[arg(long)]
     minutes: Option<f64>,
@@ -104,6 +107,14 @@ impl Sources {
     }
 }
 
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    match s {
+        "f32" => Ok(Precision::F32),
+        "bf16" => Ok(Precision::Bf16),
+        other => Err(format!("`{other}`: use f32 or bf16")),
+    }
+}
+
 fn device(name: &str) -> anyhow::Result<Device> {
     Ok(match name {
         "cpu" => Device::Cpu,
@@ -157,6 +168,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let (true, Some(s)) = (args.resume, args.steps) {
         trainer.cfg.optim.steps = s;
     }
+    if let Some(p) = args.precision {
+        trainer.cfg.optim.precision = p;
+        trainer.jepa.set_compute_dtype(p.dtype())?;
+    }
+    if trainer.cfg.optim.precision == Precision::Bf16 && matches!(dev, Device::Cpu) {
+        eprintln!(
+            "note: bf16 mixed precision on the CPU is slower than f32 (candle's CPU bf16 matmul); it is meant for GPUs"
+        );
+    }
     let cfg = Arc::new(trainer.cfg.clone());
 
     let (clips, skipped) = args.sources.load(&cfg.frontend)?;
@@ -168,7 +188,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let enc = &trainer.jepa.enc_cfg;
     eprintln!(
-        "encoder {}-wide x {} deep ({:.2} M parameters), predictor {} x {}, batch {}, {} steps, device {}",
+        "encoder {}-wide x {} deep ({:.2} M parameters), predictor {} x {}, batch {}, {} steps, device {}, {:?}",
         enc.embed_dim,
         enc.depth,
         enc.num_params() as f64 / 1e6,
@@ -176,7 +196,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cfg.predictor.depth,
         cfg.optim.batch_size,
         cfg.optim.steps,
-        args.device
+        args.device,
+        cfg.optim.precision,
     );
 
     let corpus = Corpus::new(clips, &cfg);

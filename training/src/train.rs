@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use audio_jepa::model::checkpoint::{load_tensors, save_encoder, save_tensors};
 use audio_jepa::model::ModelError;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::config::TrainConfig;
 use crate::jepa::{Jepa, MaskTensors};
@@ -68,13 +68,14 @@ pub const CONFIG: &str = "config.toml";
 impl Trainer {
     pub fn new(cfg: TrainConfig, device: &Device) -> Result<Self, TrainError> {
         let enc = cfg.model.encoder_config()?;
-        let jepa = Jepa::new(
+        let mut jepa = Jepa::new(
             &enc,
             &cfg.predictor,
             device,
             cfg.run.seed,
             cfg.model.patch_embed_init,
         )?;
+        jepa.set_compute_dtype(cfg.optim.precision.dtype())?;
         let opt = AdamW::new(
             jepa.trainable_vars(),
             AdamWParams {
@@ -118,7 +119,12 @@ impl Trainer {
         let patches = Tensor::from_slice(&batch.patches, (batch.batch, batch.n_patches, p), &dev)?;
         let masks = MaskTensors::new(&batch.masks, &dev)?;
         let loss = self.jepa.loss(&patches, &masks, self.cfg.optim.loss)?;
-        let loss_value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        let grads = loss.backward()?;
+        // One device-to-host transfer per step (the loss and the gradient norm together): the
+        // checks below need both before the parameters are touched, and nothing else is read.
+        let sq_norm = self.opt.grad_sq_norm(&grads)?;
+        let both = Tensor::stack(&[loss.to_dtype(DType::F32)?, sq_norm], 0)?.to_vec1::<f32>()?;
+        let (loss_value, grad_norm) = (both[0] as f64, (both[1] as f64).sqrt());
         if !loss_value.is_finite() {
             return Err(TrainError::NonFinite {
                 step,
@@ -140,8 +146,6 @@ impl Trainer {
             None => loss_value,
             Some(m) => 0.98 * m + 0.02 * loss_value,
         });
-        let grads = loss.backward()?;
-        let grad_norm = self.opt.grad_norm(&grads)?;
         if !grad_norm.is_finite() {
             return Err(TrainError::NonFinite {
                 step,

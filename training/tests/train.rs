@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use audio_jepa_training::config::PatchInit;
-use audio_jepa_training::config::TrainConfig;
+use audio_jepa_training::config::{Precision, TrainConfig};
 use audio_jepa_training::features::ClipFeatures;
 use audio_jepa_training::jepa::{Jepa, LossKind, MaskTensors};
 use audio_jepa_training::loader::{fixed_batch, make_batch, Corpus, Loader};
 use audio_jepa_training::train::Trainer;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 fn tiny_config(steps: u64) -> TrainConfig {
     let mut cfg = TrainConfig::from_toml_str(
@@ -138,6 +138,80 @@ fn gradients_reach_context_and_predictor_but_not_target() {
             "target parameter {name} got a gradient"
         );
     }
+}
+
+/// Mixed precision (`[optim] precision = "bf16"`): on the same parameters and batch, the bf16
+/// loss is within bf16 rounding of the f32 one, the gradients reach the f32 masters as f32 and
+/// point the same way, and a bf16 run learns.
+#[test]
+fn bf16_mixed_precision_matches_f32_and_learns() {
+    let cfg = tiny_config(10);
+    let enc = cfg.model.encoder_config().unwrap();
+    let mut jepa = Jepa::new(&enc, &cfg.predictor, &Device::Cpu, 0, PatchInit::Xavier).unwrap();
+    let clips = Corpus::new(synthetic_clips(4), &cfg);
+    let batch = make_batch(&clips, &cfg, 0);
+    let patches = Tensor::from_slice(
+        &batch.patches,
+        (batch.batch, batch.n_patches, 256),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let masks = MaskTensors::new(&batch.masks, &Device::Cpu).unwrap();
+    let flat_grads = |jepa: &Jepa| {
+        let loss = jepa.loss(&patches, &masks, LossKind::Mse).unwrap();
+        assert_eq!(loss.dtype(), DType::F32);
+        let grads = loss.backward().unwrap();
+        let mut all = Vec::new();
+        for (name, var) in jepa.trainable_vars() {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {name}"));
+            assert_eq!(g.dtype(), DType::F32, "{name}");
+            all.extend(g.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        }
+        (loss.to_scalar::<f32>().unwrap(), all)
+    };
+    let (l32, g32) = flat_grads(&jepa);
+    jepa.set_compute_dtype(DType::BF16).unwrap();
+    let (l16, g16) = flat_grads(&jepa);
+    let rel = ((l16 - l32) / l32).abs();
+    let dot: f64 = g32.iter().zip(&g16).map(|(a, b)| (a * b) as f64).sum();
+    let n32: f64 = g32.iter().map(|a| (a * a) as f64).sum::<f64>().sqrt();
+    let n16: f64 = g16.iter().map(|a| (a * a) as f64).sum::<f64>().sqrt();
+    let cosine = dot / (n32 * n16);
+    eprintln!(
+        "loss f32 {l32:.6} bf16 {l16:.6} (rel {rel:.2e}); gradient cosine 1 - {:.2e}",
+        1.0 - cosine
+    );
+    // Not silently f32: bf16 rounding must show.
+    assert!(l16 != l32 && cosine < 1.0 - 1e-7, "bf16 made no difference");
+    assert!(rel < 0.02, "bf16 loss {l16} vs f32 {l32}");
+    assert!(cosine > 0.98, "gradient cosine {cosine}");
+    for (name, var) in jepa.trainable_vars() {
+        assert_eq!(var.as_tensor().dtype(), DType::F32, "{name} master");
+    }
+    assert!(jepa.set_compute_dtype(DType::F16).is_err());
+
+    let steps = 60;
+    let mut cfg = tiny_config(steps);
+    cfg.optim.precision = Precision::Bf16;
+    let clips = Corpus::new(synthetic_clips(16), &cfg);
+    let mut trainer = Trainer::new(cfg.clone(), &Device::Cpu).unwrap();
+    let losses: Vec<f64> = (0..steps)
+        .map(|s| {
+            trainer
+                .train_step(&make_batch(&clips, &cfg, s))
+                .unwrap()
+                .loss
+        })
+        .collect();
+    let first: f64 = losses[..10].iter().sum::<f64>() / 10.0;
+    let last: f64 = losses[losses.len() - 10..].iter().sum::<f64>() / 10.0;
+    eprintln!("bf16 run: loss {first:.4} -> {last:.4}");
+    assert!(
+        last < 0.9 * first,
+        "bf16 loss did not fall: {first} -> {last}"
+    );
 }
 
 #[test]
