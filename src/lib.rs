@@ -5,6 +5,7 @@
 //! - [`audio`]: any common audio file to mono f32 at the front end's rate.
 //! - [`frontend`]: the Kaldi-compatible log-mel front end, offline and streaming, and patches.
 //! - [`model`]: the ViT encoder over log-mel patches, and its safetensors checkpoints.
+//! - [`engine`]: the same encoder on the CPU with its own f32 and int8 kernels, allocation-free.
 //! - [`arrays`], [`render`]: `.npy` output and spectrogram images.
 //!
 //! The front end knows nothing of audio devices, threads or terminals; training (the
@@ -14,6 +15,7 @@ pub mod arrays;
 pub mod audio;
 pub mod config;
 pub mod default_model;
+pub mod engine;
 pub mod frontend;
 pub mod render;
 

@@ -39,9 +39,13 @@ pub struct Args {
     /// Encoder window in patch columns (6 = 0.96 s, 48 patches)
     #[arg(long, default_value_t = 6)]
     window_columns: usize,
-    /// Threads for the encoder (candle's pool; the front end is single-threaded)
+    /// Threads for candle's encoder (its pool; the engine and the front end use one thread)
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Encode this window instead of a random one: a float32 .npy of `[patches, patch_len]`
+    /// (e.g. from `ajepa embed --patches-out`), to compare the outputs with another runtime
+    #[arg(long)]
+    patches: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -74,11 +78,26 @@ struct EncoderReport {
     depth: usize,
     patches: usize,
     threads: usize,
+    /// The same window through each runtime, in one run.
+    runtimes: Vec<RuntimeReport>,
+    /// Cosine similarity of the int8 engine's pooled embedding to the f32 engine's.
+    q8_cosine_to_f32: f32,
+}
+
+#[derive(Debug, Serialize)]
+struct RuntimeReport {
+    /// `candle f32`, `engine f32` or `engine q8`.
+    runtime: String,
+    /// Kernels used (the engine's; candle picks its own).
+    isa: String,
+    threads: usize,
     /// One forward pass over a window (batch 1) plus mean pooling, milliseconds.
     per_hop_ms: Percentiles,
     best_ms: f64,
-    /// Heap allocations per hop (candle allocates every intermediate tensor).
+    /// Heap allocations per hop after warm-up.
     allocations_per_hop: f64,
+    /// The pooled embedding of the window (for checks against a reference).
+    pooled: Vec<f32>,
 }
 
 fn encoder_for(spec: &str) -> anyhow::Result<audio_jepa::model::Encoder> {
@@ -96,26 +115,15 @@ fn encoder_for(spec: &str) -> anyhow::Result<audio_jepa::model::Encoder> {
     super::random_encoder(spec)
 }
 
-fn bench_encoder(
-    spec: &str,
-    columns: usize,
-    threads: usize,
-    repeat: usize,
-) -> anyhow::Result<EncoderReport> {
-    use candle_core::{Device, Tensor};
-    let enc = encoder_for(spec)?;
-    let cfg = enc.config().clone();
-    let n = columns * cfg.n_freq();
-    let x = Tensor::randn(0f32, 0.5, (1, n, cfg.patch_len()), &Device::Cpu)?;
-    let hop = || -> anyhow::Result<()> {
-        let y = enc.forward(&x, None)?.mean(1)?;
-        std::hint::black_box(y.to_vec2::<f32>()?);
-        Ok(())
-    };
+/// Times `hop` (which leaves the pooled embedding in its return value): 10 warm-up calls, then
+/// `runs` timed ones, counting heap allocations.
+fn time_hops(
+    runs: usize,
+    mut hop: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(Percentiles, f64, f64)> {
     for _ in 0..10 {
         hop()?;
     }
-    let runs = repeat.max(50);
     let mut ms = Vec::with_capacity(runs);
     let before = allocations();
     for _ in 0..runs {
@@ -125,20 +133,113 @@ fn bench_encoder(
     }
     let allocs = allocations() - before;
     ms.sort_by(f64::total_cmp);
+    Ok((
+        Percentiles {
+            p50: percentile(&ms, 0.5),
+            p95: percentile(&ms, 0.95),
+            p99: percentile(&ms, 0.99),
+        },
+        ms[0],
+        allocs as f64 / runs as f64,
+    ))
+}
+
+fn bench_encoder(
+    spec: &str,
+    columns: usize,
+    threads: usize,
+    repeat: usize,
+    patches: Option<&std::path::Path>,
+) -> anyhow::Result<EncoderReport> {
+    use audio_jepa::engine::{FastEncoder, Isa, Precision};
+    use candle_core::{Device, Tensor};
+    let enc = encoder_for(spec)?;
+    let cfg = enc.config().clone();
+    let (x, columns) = match patches {
+        Some(path) => {
+            let a = audio_jepa::arrays::read_npy(path)?;
+            let n = a.data.len() / cfg.patch_len();
+            anyhow::ensure!(
+                n > 0 && a.data.len() == n * cfg.patch_len() && n % cfg.n_freq() == 0,
+                "{}: shape {:?} is not whole columns of {} patches of {}",
+                path.display(),
+                a.shape,
+                cfg.n_freq(),
+                cfg.patch_len()
+            );
+            (a.data, n / cfg.n_freq())
+        }
+        None => {
+            let n = columns * cfg.n_freq();
+            let t = Tensor::randn(0f32, 0.5, (n * cfg.patch_len(),), &Device::Cpu)?;
+            (t.to_vec1::<f32>()?, columns)
+        }
+    };
+    let n = columns * cfg.n_freq();
+    let runs = repeat.max(50);
+    let mut runtimes = Vec::new();
+
+    let xt = Tensor::from_slice(&x, (1, n, cfg.patch_len()), &Device::Cpu)?;
+    let mut pooled = Vec::new();
+    let (p, best, allocs) = time_hops(runs, || {
+        let y = enc.forward(&xt, None)?.mean(1)?;
+        pooled = std::hint::black_box(y.flatten_all()?.to_vec1::<f32>()?);
+        Ok(())
+    })?;
+    runtimes.push(RuntimeReport {
+        runtime: "candle f32".into(),
+        isa: "candle".into(),
+        threads,
+        per_hop_ms: p,
+        best_ms: best,
+        allocations_per_hop: allocs,
+        pooled,
+    });
+
+    let isa = Isa::detect();
+    for precision in [Precision::F32, Precision::Q8] {
+        let fast = FastEncoder::from_encoder(&enc, precision, isa, columns)?;
+        let mut scratch = fast.scratch();
+        let (p, best, allocs) = time_hops(runs, || {
+            fast.forward(&x, &mut scratch)?;
+            std::hint::black_box(&scratch.pooled);
+            Ok(())
+        })?;
+        runtimes.push(RuntimeReport {
+            runtime: format!(
+                "engine {}",
+                if precision == Precision::F32 {
+                    "f32"
+                } else {
+                    "q8"
+                }
+            ),
+            isa: isa.name().into(),
+            // The engine runs on the calling thread.
+            threads: 1,
+            per_hop_ms: p,
+            best_ms: best,
+            allocations_per_hop: allocs,
+            pooled: scratch.pooled.clone(),
+        });
+    }
+    let cos = cosine(&runtimes[1].pooled, &runtimes[2].pooled);
     Ok(EncoderReport {
         model: spec.to_string(),
         width: cfg.embed_dim,
         depth: cfg.depth,
         patches: n,
         threads,
-        per_hop_ms: Percentiles {
-            p50: percentile(&ms, 0.5),
-            p95: percentile(&ms, 0.95),
-            p99: percentile(&ms, 0.99),
-        },
-        best_ms: ms[0],
-        allocations_per_hop: allocs as f64 / runs as f64,
+        runtimes,
+        q8_cosine_to_f32: cos,
     })
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb).max(f32::MIN_POSITIVE)
 }
 
 #[derive(Debug, Serialize)]
@@ -326,6 +427,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 args.window_columns,
                 args.threads,
                 args.repeat,
+                args.patches.as_deref(),
             )?),
             None => None,
         },
@@ -371,8 +473,39 @@ fn print_table(r: &Report) {
     );
     if let Some(e) = &r.encoder {
         println!(
-            "encoder {} ({} x {}), {} patches, batch 1, {} thread(s), f32: per hop p50 {:.3} ms  p95 {:.3}  p99 {:.3}  best {:.3}; {:.0} heap allocations per hop",
-            e.model, e.width, e.depth, e.patches, e.threads, e.per_hop_ms.p50, e.per_hop_ms.p95, e.per_hop_ms.p99, e.best_ms, e.allocations_per_hop
+            "encoder {} ({} x {}), {} patches, batch 1, per hop incl. mean pooling:",
+            e.model, e.width, e.depth, e.patches
+        );
+        println!(
+            "{:<14} {:<12} {:>7} {:>9} {:>9} {:>9} {:>9} {:>12} {:>12}",
+            "runtime",
+            "kernels",
+            "threads",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "best ms",
+            "allocs/hop",
+            "vs candle"
+        );
+        let base = e.runtimes[0].per_hop_ms.p50;
+        for t in &e.runtimes {
+            println!(
+                "{:<14} {:<12} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>12.1} {:>11.2}x",
+                t.runtime,
+                t.isa,
+                t.threads,
+                t.per_hop_ms.p50,
+                t.per_hop_ms.p95,
+                t.per_hop_ms.p99,
+                t.best_ms,
+                t.allocations_per_hop,
+                base / t.per_hop_ms.p50
+            );
+        }
+        println!(
+            "int8 engine: cosine similarity of the pooled embedding to f32 {:.5}",
+            e.q8_cosine_to_f32
         );
     }
 }

@@ -104,7 +104,7 @@ pub fn split(
             }
         }
         seen[ex.class] += 1;
-        if seen[ex.class] % every == 0 {
+        if seen[ex.class].is_multiple_of(every) {
             s.val.push(i);
         } else {
             s.train.push(i);

@@ -35,7 +35,7 @@ pub fn enroll(head: &Head, name: &str, new: &[f32], cfg: ProbeConfig) -> Result<
     if new.is_empty() {
         return Err(EnrollError::Empty(name.to_string()));
     }
-    if new.len() % dim != 0 {
+    if !new.len().is_multiple_of(dim) {
         return Err(EnrollError::Dim {
             got: new.len(),
             want: dim,

@@ -88,7 +88,7 @@ pub fn patchify(
             patch_time,
         });
     }
-    if spec.n_mels % patch_freq != 0 {
+    if !spec.n_mels.is_multiple_of(patch_freq) {
         return Err(PatchError::MelsNotDivisible {
             n_mels: spec.n_mels,
             patch_freq,

@@ -95,7 +95,8 @@ impl EncoderConfig {
 
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |why: String| Err(ModelError::Config(why));
-        if self.patch_size == 0 || self.n_mels == 0 || self.n_mels % self.patch_size != 0 {
+        if self.patch_size == 0 || self.n_mels == 0 || !self.n_mels.is_multiple_of(self.patch_size)
+        {
             return bad(format!(
                 "n_mels {} must be a positive multiple of patch_size {}",
                 self.n_mels, self.patch_size
@@ -104,14 +105,14 @@ impl EncoderConfig {
         if self.embed_dim == 0 || self.depth == 0 || self.num_heads == 0 || self.mlp_ratio == 0 {
             return bad("embed_dim, depth, num_heads and mlp_ratio must be positive".into());
         }
-        if self.embed_dim % self.num_heads != 0 {
+        if !self.embed_dim.is_multiple_of(self.num_heads) {
             return bad(format!(
                 "embed_dim {} is not divisible by num_heads {}",
                 self.embed_dim, self.num_heads
             ));
         }
         // The 2D sine-cosine embedding splits the width in four (sin/cos x row/column).
-        if self.embed_dim % 4 != 0 {
+        if !self.embed_dim.is_multiple_of(4) {
             return bad(format!(
                 "embed_dim {} must be a multiple of 4",
                 self.embed_dim

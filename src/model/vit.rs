@@ -205,6 +205,35 @@ impl Encoder {
         &self.cfg
     }
 
+    /// Every parameter under its I-JEPA name (`blocks.0.attn.qkv.weight`, ...): what other
+    /// runtimes (the CPU engine, exporters) build from.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        let mut lin = |name: &str, l: &Linear| {
+            out.push((format!("{name}.weight"), l.weight().clone()));
+            if let Some(b) = l.bias() {
+                out.push((format!("{name}.bias"), b.clone()));
+            }
+        };
+        lin("patch_embed.proj", &self.patch_embed);
+        for (i, b) in self.blocks.iter().enumerate() {
+            lin(&format!("blocks.{i}.attn.qkv"), &b.attn.qkv);
+            lin(&format!("blocks.{i}.attn.proj"), &b.attn.proj);
+            lin(&format!("blocks.{i}.mlp.fc1"), &b.mlp.fc1);
+            lin(&format!("blocks.{i}.mlp.fc2"), &b.mlp.fc2);
+        }
+        let mut norm = |name: String, n: &Norm| {
+            out.push((format!("{name}.weight"), n.weight.clone()));
+            out.push((format!("{name}.bias"), n.bias.clone()));
+        };
+        for (i, b) in self.blocks.iter().enumerate() {
+            norm(format!("blocks.{i}.norm1"), &b.norm1);
+            norm(format!("blocks.{i}.norm2"), &b.norm2);
+        }
+        norm("norm".into(), &self.norm);
+        out
+    }
+
     pub fn mode(&self) -> Mode {
         self.mode
     }

@@ -304,7 +304,7 @@ impl TrainConfig {
             return invalid("optim.betas", format!("{:?} not in [0, 1)", o.betas));
         }
         let d = &self.data;
-        if d.crop_frames == 0 || d.crop_frames % enc.patch_size != 0 {
+        if d.crop_frames == 0 || !d.crop_frames.is_multiple_of(enc.patch_size) {
             return invalid(
                 "data.crop_frames",
                 format!(
