@@ -31,20 +31,23 @@ pub struct App {
 }
 
 impl App {
-    pub fn on_hop(&mut self, h: HopEvent) {
-        for t in &h.tags_on {
+    pub fn on_hop(&mut self, h: &HopEvent) {
+        for t in h.tags_on_names() {
             self.push_history(format!("{:7.2}s  + {t}", h.t_audio_s));
         }
-        for t in &h.tags_off {
+        for t in h.tags_off_names() {
             self.push_history(format!("{:7.2}s  - {t}", h.t_audio_s));
         }
-        self.scores = h.scores;
+        self.scores = h
+            .top(h.scores.len())
+            .map(|(l, s)| (l.to_string(), s))
+            .collect();
         self.level_db = h.level_db;
         self.last_hop = Some((h.hop, h.compute_ms, h.capture_to_tag_ms));
         if self.spectrogram.len() == HISTORY {
             self.spectrogram.pop_front();
         }
-        self.spectrogram.push_back(h.spectrum);
+        self.spectrogram.push_back(h.spectrum.clone());
     }
 
     fn push_history(&mut self, line: String) {

@@ -6,6 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use audio_jepa::engine::{FastEncoder, Isa, Precision};
 use audio_jepa::model::head::Head;
 use audio_jepa::model::{Encoder, EncoderConfig};
 use audio_jepa::stream::session::{Event, HopEvent, Session, Source, Stats};
@@ -17,10 +18,11 @@ use candle_nn::{VarBuilder, VarMap};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
-fn tiny() -> Arc<Encoder> {
+fn tiny() -> Arc<FastEncoder> {
     let vm = VarMap::new();
     let cfg = EncoderConfig::preset("tiny").unwrap();
-    Arc::new(Encoder::load(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &cfg).unwrap())
+    let enc = Encoder::load(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &cfg).unwrap();
+    Arc::new(FastEncoder::from_encoder(&enc, Precision::F32, Isa::detect(), 6).unwrap())
 }
 
 fn tone_wav(dir: &std::path::Path, seconds: f32) -> std::path::PathBuf {
@@ -51,14 +53,15 @@ fn the_ui_renders_tags_stats_and_the_untrained_flag() {
         threshold: 0.5,
         ..App::default()
     };
-    app.on_hop(HopEvent {
+    app.on_hop(&HopEvent {
         hop: 3,
         t_audio_s: 1.23,
         compute_ms: 4.2,
         capture_to_tag_ms: 7.5,
         level_db: -20.0,
-        scores: vec![("dog".into(), 0.91), ("rain".into(), 0.12)],
-        tags_on: vec!["dog".into()],
+        labels: vec!["rain".to_string(), "dog".to_string()].into(),
+        scores: vec![(1, 0.91), (0, 0.12)],
+        tags_on: vec![1],
         tags_off: vec![],
         spectrum: vec![0.0; 128],
         pooled: vec![],

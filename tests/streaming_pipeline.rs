@@ -1,5 +1,5 @@
-//! The streaming pipeline computes, hop by hop, exactly what the offline front end and encoder
-//! compute on the same windows, however the samples arrive.
+//! The streaming pipeline (the engine's kernels) computes, hop by hop, what the offline front
+//! end and candle encoder compute on the same windows, however the samples arrive.
 
 mod common;
 
@@ -65,7 +65,7 @@ fn streaming_hops_equal_offline_windows() {
         pcfg,
         &FrontendConfig::default(),
         16_000,
-        enc.clone(),
+        common::engine(&enc, pcfg.window_columns),
         Head::untrained(64),
     )
     .unwrap();
@@ -74,7 +74,7 @@ fn streaming_hops_equal_offline_windows() {
     let mut k = 0usize;
     while !rest.is_empty() {
         let n = [1usize, 37, 160, 999, 4096][k % 5].min(rest.len());
-        pipe.push(&rest[..n], &mut |h| got.push(h.pooled));
+        pipe.push(&rest[..n], &mut |h| got.push(h.pooled.clone()));
         rest = &rest[n..];
         k += 1;
     }
@@ -96,7 +96,7 @@ fn other_input_rates_are_resampled_in_the_stream() {
         PipelineConfig::default(),
         &FrontendConfig::default(),
         48_000,
-        enc,
+        common::engine(&enc, 6),
         Head::untrained(64),
     )
     .unwrap();

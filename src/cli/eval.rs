@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use audio_jepa::engine::{FastEncoder, Isa, Precision};
 use audio_jepa::finetune::labeled::{parse_where, read_csv_where};
 use audio_jepa::finetune::probe::{scores, Probe, ProbeConfig};
 use audio_jepa::frontend::patches::{normalize, patchify};
 use audio_jepa::frontend::{LogMel, LogMelExtractor};
-use audio_jepa::model::checkpoint::load_encoder;
+use audio_jepa::model::checkpoint::load_encoder_with_quant;
 use audio_jepa::model::{Encoder, EncoderConfig};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -38,6 +39,50 @@ pub struct Args {
     /// Print the results as one JSON object
     #[arg(long)]
     json: bool,
+    /// Arithmetic for the model's embeddings: f32, or q8 (the int8 engine a q8 file runs on;
+    /// the default for a file written by `ajepa quantize --type q8|q4`)
+    #[arg(long, value_parser = parse_precision)]
+    precision: Option<Precision>,
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    match s {
+        "f32" => Ok(Precision::F32),
+        "q8" => Ok(Precision::Q8),
+        other => Err(format!("`{other}`: use f32 or q8")),
+    }
+}
+
+/// The model's whole-clip embeddings through the engine, rebuilt when a longer clip comes.
+struct EngineEmbedder<'a> {
+    enc: &'a Encoder,
+    precision: Precision,
+    fast: Option<(FastEncoder, audio_jepa::engine::Scratch)>,
+}
+
+impl EngineEmbedder<'_> {
+    fn pooled(
+        &mut self,
+        spec: &LogMel,
+        fe: &audio_jepa::FrontendConfig,
+    ) -> anyhow::Result<Vec<f32>> {
+        let mut s = spec.clone();
+        normalize(&mut s.data, fe);
+        let p = patchify(&s, 16, 16)?;
+        let n = p.grid.n_patches();
+        if n == 0 {
+            bail!("clip shorter than one patch column");
+        }
+        let cols = n / self.enc.config().n_freq();
+        if self.fast.as_ref().is_none_or(|(f, _)| f.max_tokens() < n) {
+            let f = FastEncoder::from_encoder(self.enc, self.precision, Isa::detect(), cols)?;
+            let scratch = f.scratch();
+            self.fast = Some((f, scratch));
+        }
+        let (f, scratch) = self.fast.as_mut().expect("built above");
+        f.forward(&p.data, scratch)?;
+        Ok(scratch.pooled.clone())
+    }
 }
 
 /// A randomly initialised encoder of the same shape, seeded (N(0, 0.02) weights, unit norms).
@@ -123,7 +168,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.where_.as_ref().map(|(c, v)| (c.as_str(), v.as_str())),
     )?;
     let fe = audio_jepa::FrontendConfig::default();
-    let model = load_encoder(&args.model, &Device::Cpu)?;
+    let (model, quant) = load_encoder_with_quant(&args.model, &Device::Cpu)?;
+    let precision = args.precision.unwrap_or(if quant.is_some() {
+        Precision::Q8
+    } else {
+        Precision::F32
+    });
+    let mut embedder = EngineEmbedder {
+        enc: &model,
+        precision,
+        fast: None,
+    };
+    if !args.json {
+        eprintln!("model embeddings computed by the engine in {precision:?}");
+    }
     let random = random_like(model.config())?;
     let mut lm = LogMelExtractor::new(&fe)?;
     let names = [
@@ -160,7 +218,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } else {
             vecs.push(Vec::new());
         }
-        vecs.push(pooled(&model, &spec, &fe)?);
+        vecs.push(embedder.pooled(&spec, &fe)?);
         for (k, v) in vecs.into_iter().enumerate() {
             if v.is_empty() {
                 continue;
@@ -221,7 +279,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"model": args.model, "classes": c, "results": results})
+            serde_json::json!({"model": args.model, "precision": precision, "classes": c, "results": results})
         );
     }
     Ok(())

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use audio_jepa::model::checkpoint::load_encoder;
+use audio_jepa::engine::{FastEncoder, Isa, Precision};
+use audio_jepa::model::checkpoint::load_encoder_with_quant;
 use audio_jepa::model::head::Head;
 use audio_jepa::stream::session::{Event, Session, Source};
 use audio_jepa::stream::worker::{Pipeline, PipelineConfig};
@@ -71,23 +72,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", sc.threads.to_string());
     }
-    if sc.quantization != audio_jepa::config::Quantization::F32 {
-        tracing::warn!(
-            "profile asks for {:?}; quantized encoders are not available yet, running f32",
-            sc.quantization
-        );
-    }
-    let (encoder, model_name) = match (&args.model, args.random) {
-        (Some(p), _) => (load_encoder(p, &Device::Cpu)?, p.display().to_string()),
+    let (encoder, model_name, file_quant) = match (&args.model, args.random) {
+        (Some(p), _) => {
+            let (e, q) = load_encoder_with_quant(p, &Device::Cpu)?;
+            (e, p.display().to_string(), q)
+        }
         (None, true) => (
             super::random_encoder("edge")?,
             "random edge encoder (UNTRAINED)".to_string(),
+            None,
         ),
         (None, false) => (
             audio_jepa::default_model::encoder().context("the built-in default model")?,
             audio_jepa::default_model::NAME.to_string(),
+            None,
         ),
     };
+    // int8 when the model file holds int8 (or 4-bit) weights or the profile asks for it.
+    let precision =
+        if file_quant.is_some() || sc.quantization != audio_jepa::config::Quantization::F32 {
+            Precision::Q8
+        } else {
+            Precision::F32
+        };
     let dim = encoder.config().embed_dim;
     let builtin_head = args.model.is_none() && !args.random && args.head.is_none();
     let head = match &args.head {
@@ -108,7 +115,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => Head::untrained(dim),
     };
     let untrained = args.random || !head.trained;
-    let encoder = Arc::new(encoder);
+    let engine = FastEncoder::from_encoder(&encoder, precision, Isa::detect(), window_columns)
+        .context("building the encoder engine")?;
+    let isa = engine.isa();
+    let encoder = Arc::new(engine);
     let pcfg = PipelineConfig {
         window_columns,
         hop_columns,
@@ -147,6 +157,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         window_s: window_columns as f64 * 0.16,
         hop_s: hop_columns as f64 * 0.16,
+        precision,
+        kernels: isa.name().to_string(),
     };
     if args.json {
         run_json(session, &info, args.seconds, args.embeddings_out.as_deref())
@@ -164,6 +176,9 @@ pub struct SessionInfo {
     pub source: String,
     pub window_s: f64,
     pub hop_s: f64,
+    /// The encoder's arithmetic (f32 or int8) and the CPU kernels it runs on.
+    pub precision: Precision,
+    pub kernels: String,
 }
 
 fn run_json(
@@ -193,14 +208,17 @@ fn run_json(
                     pooled.extend_from_slice(&h.pooled);
                     n_hops += 1;
                 }
-                let top: Vec<_> = h.scores.iter().take(5).collect();
+                let top: Vec<_> = h.top(5).collect();
+                let on: Vec<_> = h.tags_on_names().collect();
+                let off: Vec<_> = h.tags_off_names().collect();
                 writeln!(
                     out,
                     "{}",
                     serde_json::json!({"type": "hop", "hop": h.hop, "t_audio_s": h.t_audio_s,
                         "compute_ms": h.compute_ms, "capture_to_tag_ms": h.capture_to_tag_ms,
-                        "level_db": h.level_db, "top": top, "tags_on": h.tags_on, "tags_off": h.tags_off})
+                        "level_db": h.level_db, "top": top, "tags_on": on, "tags_off": off})
                 )?;
+                session.recycle(h);
             }
             Ok(Event::Stats(s)) => {
                 writeln!(out, "{}", serde_json::json!({"type": "stats", "stats": s}))?

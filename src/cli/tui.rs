@@ -41,7 +41,10 @@ fn event_loop(
     loop {
         while let Ok(ev) = session.events.try_recv() {
             match ev {
-                Event::Hop(h) => app.on_hop(h),
+                Event::Hop(h) => {
+                    app.on_hop(&h);
+                    session.recycle(h);
+                }
                 Event::Stats(s) => app.stats = s,
                 Event::Ended(_) => app.ended = true,
             }

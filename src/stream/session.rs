@@ -1,6 +1,12 @@
 //! A listening session: a source (microphone or file) feeding the ring, the worker thread
 //! running the pipeline, and events out on a bounded crossbeam channel for the UI or JSON.
+//!
+//! The worker allocates nothing in steady state: hop events come from a pool the consumer
+//! refills with [`Session::recycle`] (preallocated at start for the channel's capacity), class
+//! names are shared (`Arc`), percentiles sort preallocated buffers, and CPU time is read into
+//! a stack buffer. tests/alloc_free.rs counts the worker thread's allocations.
 
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,8 +33,22 @@ pub enum Source {
     },
 }
 
-/// One hop as the UI and JSON see it.
-#[derive(Debug, Clone, Serialize)]
+/// Hop events in flight at most: the channel's capacity (and the pool's size).
+pub const EVENT_CAPACITY: usize = 256;
+
+thread_local! {
+    static IN_WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True on a session's worker thread (for allocation-counting tests; reading it allocates
+/// nothing).
+pub fn on_worker_thread() -> bool {
+    IN_WORKER.with(Cell::get)
+}
+
+/// One hop as the UI and JSON see it. Pass it back with [`Session::recycle`] when done, so the
+/// worker can reuse its buffers.
+#[derive(Debug, Clone)]
 pub struct HopEvent {
     pub hop: u64,
     pub t_audio_s: f64,
@@ -36,16 +56,76 @@ pub struct HopEvent {
     /// From the window's newest sample entering the ring to the tags being ready.
     pub capture_to_tag_ms: f64,
     pub level_db: f32,
-    /// `(label, smoothed score)` of every class, best first.
-    pub scores: Vec<(String, f32)>,
-    pub tags_on: Vec<String>,
-    pub tags_off: Vec<String>,
+    /// The head's class names (shared, not copied per hop).
+    pub labels: Arc<[String]>,
+    /// `(class index, smoothed score)` of every class, best first.
+    pub scores: Vec<(usize, f32)>,
+    /// Classes that switched on / off at this hop.
+    pub tags_on: Vec<usize>,
+    pub tags_off: Vec<usize>,
     /// The newest hop's log-mel column (mean per mel bin), for the scrolling spectrogram.
-    #[serde(skip)]
     pub spectrum: Vec<f32>,
     /// The window's mean-pooled embedding.
-    #[serde(skip)]
     pub pooled: Vec<f32>,
+}
+
+impl HopEvent {
+    /// An empty event with room for `classes`, `n_mels` and `dim` values.
+    pub fn with_capacity(labels: Arc<[String]>, n_mels: usize, dim: usize) -> Self {
+        let c = labels.len();
+        Self {
+            hop: 0,
+            t_audio_s: 0.0,
+            compute_ms: 0.0,
+            capture_to_tag_ms: 0.0,
+            level_db: 0.0,
+            scores: Vec::with_capacity(c),
+            tags_on: Vec::with_capacity(c),
+            tags_off: Vec::with_capacity(c),
+            spectrum: Vec::with_capacity(n_mels),
+            pooled: Vec::with_capacity(dim),
+            labels,
+        }
+    }
+
+    pub fn label(&self, class: usize) -> &str {
+        self.labels.get(class).map_or("?", String::as_str)
+    }
+
+    /// The `k` best `(label, score)`.
+    pub fn top(&self, k: usize) -> impl Iterator<Item = (&str, f32)> {
+        self.scores.iter().take(k).map(|&(c, s)| (self.label(c), s))
+    }
+
+    pub fn tags_on_names(&self) -> impl Iterator<Item = &str> {
+        self.tags_on.iter().map(|&c| self.label(c))
+    }
+
+    pub fn tags_off_names(&self) -> impl Iterator<Item = &str> {
+        self.tags_off.iter().map(|&c| self.label(c))
+    }
+
+    /// Overwrites this event with `h`, reusing its buffers.
+    fn fill(&mut self, h: &Hop, capture_to_tag_ms: f64) {
+        self.hop = h.index;
+        self.t_audio_s = h.t_end;
+        self.compute_ms = h.compute_ms;
+        self.capture_to_tag_ms = capture_to_tag_ms;
+        self.level_db = h.level_db;
+        self.scores.clear();
+        self.scores.extend(h.scores.iter().copied().enumerate());
+        // Unstable sort: the stable one allocates a buffer; ties broken by class index.
+        self.scores
+            .sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        self.tags_on.clear();
+        self.tags_on.extend_from_slice(&h.on);
+        self.tags_off.clear();
+        self.tags_off.extend_from_slice(&h.off);
+        self.spectrum.clear();
+        self.spectrum.extend_from_slice(&h.column);
+        self.pooled.clear();
+        self.pooled.extend_from_slice(&h.pooled);
+    }
 }
 
 /// Running figures.
@@ -82,6 +162,7 @@ pub struct Session {
     /// Threshold changes from the UI.
     pub threshold_tx: Sender<f32>,
     pub paused: Arc<AtomicBool>,
+    recycle: Sender<HopEvent>,
 }
 
 impl Drop for Session {
@@ -100,11 +181,16 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
+/// CPU time of this process (Linux), read into a stack buffer: no allocation.
 fn cpu_seconds() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    use std::io::Read;
+    let mut buf = [0u8; 1024];
+    let mut f = std::fs::File::open("/proc/self/stat").ok()?;
+    let n = f.read(&mut buf).ok()?;
+    let s = std::str::from_utf8(&buf[..n]).ok()?;
     let rest = s.rsplit(')').next()?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let mut f = rest.split_whitespace().skip(11);
+    let ticks: f64 = f.next()?.parse::<f64>().ok()? + f.next()?.parse::<f64>().ok()?;
     Some(ticks / 100.0)
 }
 
@@ -204,10 +290,13 @@ impl Session {
             }
         };
         let mut pipeline = make_pipeline(input_rate)?;
-        let (tx, rx) = bounded::<Event>(256);
+        let (tx, rx) = bounded::<Event>(EVENT_CAPACITY);
+        let (recycle_tx, recycle_rx) = bounded::<HopEvent>(EVENT_CAPACITY + 2);
         let (th_tx, th_rx) = bounded::<f32>(16);
         let (st, pz) = (stop.clone(), paused.clone());
+        let spare = recycle_tx.clone();
         threads.push(std::thread::spawn(move || {
+            IN_WORKER.with(|w| w.set(true));
             worker_loop(
                 &mut pipeline,
                 cons,
@@ -219,6 +308,7 @@ impl Session {
                 pz,
                 tx,
                 th_rx,
+                (spare, recycle_rx),
             );
         }));
         Ok(Self {
@@ -230,7 +320,14 @@ impl Session {
             _mic: mic,
             threshold_tx: th_tx,
             paused,
+            recycle: recycle_tx,
         })
+    }
+
+    /// Gives a hop event's buffers back to the worker (it allocates new ones only when none
+    /// come back).
+    pub fn recycle(&self, ev: HopEvent) {
+        let _ = self.recycle.try_send(ev);
     }
 
     pub fn stop(&self) {
@@ -250,35 +347,48 @@ fn worker_loop(
     paused: Arc<AtomicBool>,
     tx: Sender<Event>,
     thresholds: Receiver<f32>,
+    (pool_tx, pool): (Sender<HopEvent>, Receiver<HopEvent>),
 ) {
+    // Everything the loop needs, allocated before it starts.
     let mut buf = vec![0.0f32; (rate / 100) as usize]; // 10 ms at a time
-    let labels: Vec<String> = pipe.head().labels.clone();
-    let mut hop_ms: Vec<f64> = Vec::with_capacity(4096);
-    let mut c2t_ms: Vec<f64> = Vec::with_capacity(4096);
+    let labels: Arc<[String]> = pipe.head().labels.clone().into();
+    let (n_mels, dim) = (pipe.n_mels(), pipe.embed_dim());
+    for _ in 0..EVENT_CAPACITY + 2 {
+        let _ = pool_tx.try_send(HopEvent::with_capacity(labels.clone(), n_mels, dim));
+    }
+    drop(pool_tx);
+    const KEEP: usize = 4096;
+    let mut hop_ms: Vec<f64> = Vec::with_capacity(KEEP);
+    let mut c2t_ms: Vec<f64> = Vec::with_capacity(KEEP);
+    let mut sorted: Vec<f64> = Vec::with_capacity(KEEP);
     let (mut dropped_events, mut audio_samples) = (0u64, 0u64);
     let (start, cpu0) = (Instant::now(), cpu_seconds());
     let mut last_stats = Instant::now();
     let hop_samples = (rate as f64 * 0.16) as usize;
-    let stats =
+    let mut stats =
         |hop_ms: &[f64], c2t: &[f64], pipe: &Pipeline, dropped_events, audio_samples: u64| {
-            let mut h = hop_ms.to_vec();
-            h.sort_by(f64::total_cmp);
-            let mut c = c2t.to_vec();
-            c.sort_by(f64::total_cmp);
             let wall = start.elapsed().as_secs_f64();
             let audio = audio_samples as f64 / rate as f64;
+            let mut pct = |v: &[f64]| {
+                sorted.clear();
+                sorted.extend_from_slice(v);
+                sorted.sort_unstable_by(f64::total_cmp);
+                (percentile(&sorted, 0.5), percentile(&sorted, 0.99))
+            };
+            let (h50, h99) = pct(hop_ms);
+            let (c50, c99) = pct(c2t);
             Stats {
-                hops: h.len() as u64,
+                hops: hop_ms.len() as u64,
                 skipped_hops: pipe.skipped_hops,
                 dropped_samples: counters.dropped.load(Ordering::Relaxed),
                 dropped_events,
                 audio_s: audio,
                 wall_s: wall,
-                real_time_factor: h.iter().sum::<f64>() / 1e3 / audio.max(1e-9),
-                hop_ms_p50: percentile(&h, 0.5),
-                hop_ms_p99: percentile(&h, 0.99),
-                capture_to_tag_ms_p50: percentile(&c, 0.5),
-                capture_to_tag_ms_p99: percentile(&c, 0.99),
+                real_time_factor: hop_ms.iter().sum::<f64>() / 1e3 / audio.max(1e-9),
+                hop_ms_p50: h50,
+                hop_ms_p99: h99,
+                capture_to_tag_ms_p50: c50,
+                capture_to_tag_ms_p99: c99,
                 cpu_percent: match (cpu0, cpu_seconds()) {
                     (Some(a), Some(b)) => Some(100.0 * (b - a) / wall.max(1e-9)),
                     _ => None,
@@ -307,32 +417,19 @@ fn worker_loop(
         if !fast && backlog > hop_samples {
             pipe.skip_next = true;
         }
-        let mut on_hop = |h: Hop| {
+        let mut on_hop = |h: &Hop| {
             let c2t = popped_at.elapsed().as_secs_f64() * 1e3 + backlog as f64 * 1e3 / rate as f64;
             // Percentiles over the most recent hops: bounded memory however long the session.
-            if hop_ms.len() >= 4096 {
-                hop_ms.drain(..2048);
-                c2t_ms.drain(..2048);
+            if hop_ms.len() >= KEEP {
+                hop_ms.drain(..KEEP / 2);
+                c2t_ms.drain(..KEEP / 2);
             }
             hop_ms.push(h.compute_ms);
             c2t_ms.push(c2t);
-            let mut order: Vec<usize> = (0..h.scores.len()).collect();
-            order.sort_by(|&a, &b| h.scores[b].total_cmp(&h.scores[a]));
-            let ev = HopEvent {
-                hop: h.index,
-                t_audio_s: h.t_end,
-                compute_ms: h.compute_ms,
-                capture_to_tag_ms: c2t,
-                level_db: h.level_db,
-                scores: order
-                    .iter()
-                    .map(|&i| (labels[i].clone(), h.scores[i]))
-                    .collect(),
-                tags_on: h.on.iter().map(|&i| labels[i].clone()).collect(),
-                tags_off: h.off.iter().map(|&i| labels[i].clone()).collect(),
-                spectrum: h.column,
-                pooled: h.pooled,
-            };
+            let mut ev = pool
+                .try_recv()
+                .unwrap_or_else(|_| HopEvent::with_capacity(labels.clone(), n_mels, dim));
+            ev.fill(h, c2t);
             if tx.try_send(Event::Hop(ev)).is_err() {
                 dropped_events += 1;
             }

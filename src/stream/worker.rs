@@ -1,20 +1,20 @@
 //! The worker: samples from the ring -> 16 kHz -> streaming log-mel -> sliding window of
 //! frames -> on every hop: normalise, patchify, encode, mean-pool, tagging head, smoothing.
 //!
-//! Everything but the encoder call works in buffers sized at construction (the window, the
-//! patches, the scores): the steady state adds nothing to the heap outside candle's tensors.
+//! Everything works in buffers sized at construction (the window, the patches, the engine's
+//! scratch, the scores, the [`Hop`] handed to the caller): the steady state allocates nothing
+//! (tests/alloc_free.rs counts).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
 use rubato::{FftFixedIn, Resampler};
 
 use crate::config::FrontendConfig;
+use crate::engine::{FastEncoder, Scratch};
 use crate::frontend::patches::normalize;
 use crate::frontend::StreamingFbank;
 use crate::model::head::Head;
-use crate::model::Encoder;
 
 /// Window and hop, in patch columns (one column = `patch_size` frames = 160 ms).
 #[derive(Debug, Clone, Copy)]
@@ -40,8 +40,9 @@ impl Default for PipelineConfig {
     }
 }
 
-/// What one hop produced.
-#[derive(Debug, Clone)]
+/// What one hop produced: owned by the pipeline and overwritten at every hop (the callback
+/// copies what it keeps).
+#[derive(Debug, Clone, Default)]
 pub struct Hop {
     pub index: u64,
     /// Audio time of the window's end, seconds from the start of the stream.
@@ -105,8 +106,12 @@ pub struct Pipeline {
     fe_cfg: FrontendConfig,
     fbank: StreamingFbank,
     resampler: Option<StreamResampler>,
-    encoder: Arc<Encoder>,
+    encoder: Arc<FastEncoder>,
+    scratch: Scratch,
     head: Head,
+    /// The hop handed to the callback, reused.
+    out: Hop,
+    raw: Vec<f32>,
     patch: usize,
     n_mels: usize,
     window_frames: usize,
@@ -134,10 +139,24 @@ impl Pipeline {
         cfg: PipelineConfig,
         fe_cfg: &FrontendConfig,
         input_rate: u32,
-        encoder: Arc<Encoder>,
+        encoder: Arc<FastEncoder>,
         head: Head,
     ) -> Result<Self, String> {
         let ecfg = encoder.config().clone();
+        if cfg.window_columns * ecfg.n_freq() > encoder.max_tokens() {
+            return Err(format!(
+                "the encoder engine was built for {} tokens, a window of {} columns needs {}",
+                encoder.max_tokens(),
+                cfg.window_columns,
+                cfg.window_columns * ecfg.n_freq()
+            ));
+        }
+        if head.dim != ecfg.embed_dim {
+            return Err(format!(
+                "the head expects {}-wide embeddings, the encoder gives {}",
+                head.dim, ecfg.embed_dim
+            ));
+        }
         if ecfg.n_mels != fe_cfg.n_mels {
             return Err(format!(
                 "the encoder expects {} mel bins, the front end makes {}",
@@ -163,6 +182,16 @@ impl Pipeline {
             fbank: StreamingFbank::new(fe_cfg).map_err(|e| e.to_string())?,
             fe_cfg: fe_cfg.clone(),
             resampler,
+            scratch: encoder.scratch(),
+            out: Hop {
+                pooled: vec![0.0; ecfg.embed_dim],
+                scores: vec![0.0; n_classes],
+                on: Vec::with_capacity(n_classes),
+                off: Vec::with_capacity(n_classes),
+                column: vec![0.0; n_mels],
+                ..Hop::default()
+            },
+            raw: Vec::with_capacity(n_classes),
             encoder,
             head,
             patch,
@@ -187,12 +216,20 @@ impl Pipeline {
         &self.head
     }
 
+    pub fn n_mels(&self) -> usize {
+        self.n_mels
+    }
+
+    pub fn embed_dim(&self) -> usize {
+        self.encoder.config().embed_dim
+    }
+
     pub fn frames(&self) -> u64 {
         self.frames
     }
 
     /// Feeds samples at the input rate; `on_hop` receives each computed hop.
-    pub fn push(&mut self, samples: &[f32], on_hop: &mut impl FnMut(Hop)) {
+    pub fn push(&mut self, samples: &[f32], on_hop: &mut impl FnMut(&Hop)) {
         // Split so that at most one hop falls due per front-end push.
         for piece in samples.chunks(self.fe_cfg.hop_length().max(1)) {
             let mut tmp = std::mem::take(&mut self.resampler);
@@ -204,7 +241,7 @@ impl Pipeline {
         }
     }
 
-    fn push_16k(&mut self, samples: &[f32], on_hop: &mut impl FnMut(Hop)) {
+    fn push_16k(&mut self, samples: &[f32], on_hop: &mut impl FnMut(&Hop)) {
         // Pieces of at most one frame shift, so each yields at most one frame and a due hop
         // sees exactly the frames up to its end.
         for piece in samples.chunks(self.fe_cfg.hop_length().max(1)) {
@@ -224,8 +261,8 @@ impl Pipeline {
                     if self.skip_next {
                         self.skip_next = false;
                         self.skipped_hops += 1;
-                    } else if let Some(h) = self.hop() {
-                        on_hop(h);
+                    } else if self.hop() {
+                        on_hop(&self.out);
                     }
                 }
             }
@@ -249,41 +286,47 @@ impl Pipeline {
         normalize(&mut self.patches, &self.fe_cfg);
     }
 
-    fn hop(&mut self) -> Option<Hop> {
+    /// Computes the due hop into `self.out`; false if the encoder failed (not expected: the
+    /// window's shape is fixed at construction).
+    fn hop(&mut self) -> bool {
         let started = Instant::now();
         if !self.extra_hop_delay.is_zero() {
             std::thread::sleep(self.extra_hop_delay);
         }
         self.build_patches();
-        let column = {
-            let (wf, n) = (self.window_frames as u64, self.n_mels);
-            let mut col = vec![0.0f32; n];
-            for k in 0..self.hop_frames as u64 {
-                let slot = ((self.frames - 1 - k) % wf) as usize;
-                for (c, v) in col.iter_mut().zip(&self.window[slot * n..(slot + 1) * n]) {
-                    *c += v / self.hop_frames as f32;
-                }
+        let (wf, n) = (self.window_frames as u64, self.n_mels);
+        let out = &mut self.out;
+        out.column.fill(0.0);
+        for k in 0..self.hop_frames as u64 {
+            let slot = ((self.frames - 1 - k) % wf) as usize;
+            for (c, v) in out
+                .column
+                .iter_mut()
+                .zip(&self.window[slot * n..(slot + 1) * n])
+            {
+                *c += v / self.hop_frames as f32;
             }
-            col
-        };
-        let level_db = {
+        }
+        out.level_db = {
             // The newest column's mean log-mel energy, as a rough level.
-            let wf = self.window_frames;
-            let last = ((self.frames - 1) % wf as u64) as usize;
-            let f = &self.window[last * self.n_mels..(last + 1) * self.n_mels];
+            let last = ((self.frames - 1) % wf) as usize;
+            let f = &self.window[last * n..(last + 1) * n];
             let mean_ln = f.iter().sum::<f32>() / f.len() as f32;
             10.0 * mean_ln / std::f32::consts::LN_10
         };
-        let n = self.patches.len() / (self.patch * self.patch);
-        let x = Tensor::from_slice(&self.patches, (1, n, self.patch * self.patch), &Device::Cpu)
-            .ok()?;
-        let h = self.encoder.forward(&x, None).ok()?;
-        let pooled: Vec<f32> = h.mean(1).ok()?.flatten_all().ok()?.to_vec1().ok()?;
-        let mut raw = Vec::with_capacity(self.smoothed.len());
-        self.head.scores_into(&pooled, &mut raw);
+        if self
+            .encoder
+            .forward(&self.patches, &mut self.scratch)
+            .is_err()
+        {
+            return false;
+        }
+        out.pooled.copy_from_slice(&self.scratch.pooled);
+        self.head.scores_into(&out.pooled, &mut self.raw);
         let a = self.cfg.smoothing;
-        let (mut on, mut off) = (Vec::new(), Vec::new());
-        for (c, (s, r)) in self.smoothed.iter_mut().zip(&raw).enumerate() {
+        out.on.clear();
+        out.off.clear();
+        for (c, (s, r)) in self.smoothed.iter_mut().zip(&self.raw).enumerate() {
             *s = if self.hops == 0 {
                 *r
             } else {
@@ -291,26 +334,19 @@ impl Pipeline {
             };
             if !self.active[c] && *s >= self.cfg.threshold {
                 self.active[c] = true;
-                on.push(c);
+                out.on.push(c);
             } else if self.active[c] && *s < self.cfg.threshold - self.cfg.hysteresis {
                 self.active[c] = false;
-                off.push(c);
+                out.off.push(c);
             }
         }
-        let index = self.hops;
+        out.scores.copy_from_slice(&self.smoothed);
+        out.index = self.hops;
         self.hops += 1;
-        Some(Hop {
-            index,
-            t_end: self.frames as f64 * self.fe_cfg.frame_shift_ms / 1000.0
-                + (self.fe_cfg.frame_length_ms - self.fe_cfg.frame_shift_ms) / 1000.0,
-            pooled,
-            scores: self.smoothed.clone(),
-            on,
-            off,
-            compute_ms: started.elapsed().as_secs_f64() * 1e3,
-            level_db,
-            column,
-        })
+        out.t_end = self.frames as f64 * self.fe_cfg.frame_shift_ms / 1000.0
+            + (self.fe_cfg.frame_length_ms - self.fe_cfg.frame_shift_ms) / 1000.0;
+        out.compute_ms = started.elapsed().as_secs_f64() * 1e3;
+        true
     }
 
     /// Changes the on-threshold (the UI's +/- keys).

@@ -95,3 +95,12 @@ where
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// The CPU engine (f32) of `enc`, for windows of up to `columns` patch columns.
+#[allow(dead_code)]
+pub fn engine(enc: &Encoder, columns: usize) -> std::sync::Arc<audio_jepa::engine::FastEncoder> {
+    use audio_jepa::engine::{FastEncoder, Isa, Precision};
+    std::sync::Arc::new(
+        FastEncoder::from_encoder(enc, Precision::F32, Isa::detect(), columns).unwrap(),
+    )
+}
