@@ -135,7 +135,9 @@ pub fn save_encoder_quantized(
             return Err(bad(format!("{name}: a matrix was expected, got {shape:?}")));
         };
         let (q, scales) = match quant {
-            WeightQuant::Q8 => quantize_rows(&v, n, k, 127.0),
+            // Exactly the engine's rounding, so the file holds the integers the engine would
+            // compute from the f32 weights.
+            WeightQuant::Q8 => crate::engine::qgemm::quantize_weights(&v, n, k),
             WeightQuant::Q4 => quantize_rows(&v, n, k, 7.0),
         };
         let (dtype, shape, data) = match quant {
