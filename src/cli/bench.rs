@@ -69,6 +69,9 @@ struct Report {
     allocations_per_push: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     encoder: Option<EncoderReport>,
+    /// Peak resident memory of this process (Linux `VmHWM`), MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_memory_mib: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -82,6 +85,11 @@ struct EncoderReport {
     runtimes: Vec<RuntimeReport>,
     /// Cosine similarity of the int8 engine's pooled embedding to the f32 engine's.
     q8_cosine_to_f32: f32,
+    /// A tagging head (10 classes, softmax) on the pooled embedding, microseconds per hop.
+    head_us: Percentiles,
+    /// Real-time factor of one hop's work (front end for one hop of audio + int8 encoder +
+    /// head) at one hop per 160 ms: compute time / audio time.
+    real_time_factor_q8: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -224,7 +232,37 @@ fn bench_encoder(
         });
     }
     let cos = cosine(&runtimes[1].pooled, &runtimes[2].pooled);
+    use audio_jepa::model::head::{Activation, Head};
+    // A 10-class softmax head of the model's width (the built-in head's shape).
+    let head = Head {
+        labels: (0..10).map(|c| format!("class {c}")).collect(),
+        weight: (0..10 * cfg.embed_dim)
+            .map(|i| ((i % 7) as f32 - 3.0) * 0.01)
+            .collect(),
+        bias: vec![0.0; 10],
+        activation: Activation::Softmax,
+        trained: true,
+        ..Head::untrained(cfg.embed_dim)
+    };
+    let mut raw = Vec::with_capacity(16);
+    let pooled = runtimes[2].pooled.clone();
+    let mut us = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        head.scores_into(std::hint::black_box(&pooled), &mut raw);
+        std::hint::black_box(&raw);
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    us.sort_by(f64::total_cmp);
+    let head_us = Percentiles {
+        p50: percentile(&us, 0.5),
+        p95: percentile(&us, 0.95),
+        p99: percentile(&us, 0.99),
+    };
     Ok(EncoderReport {
+        head_us,
+        real_time_factor_q8: 0.0, // filled in by `run`, which knows the front end's cost
+
         model: spec.to_string(),
         width: cfg.embed_dim,
         depth: cfg.depth,
@@ -327,6 +365,19 @@ fn cpu_info() -> (String, Vec<&'static str>) {
     (model, features)
 }
 
+/// Peak resident set (`VmHWM` in /proc/self/status), MiB.
+fn peak_memory_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = s
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.repeat > 0, "--repeat must be at least 1");
     anyhow::ensure!(args.chunk > 0, "--chunk must be at least 1 sample");
@@ -404,7 +455,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let (cpu, cpu_features) = cpu_info();
     let streaming = stat(stream_runs);
-    let report = Report {
+    let mut report = Report {
         cpu,
         cpu_features,
         threads: 1,
@@ -421,6 +472,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             p99: percentile(&latencies, 0.99),
         },
         allocations_per_push: allocs as f64 / pushes.max(1) as f64,
+        peak_memory_mib: None,
         encoder: match &args.model {
             Some(m) => Some(bench_encoder(
                 m,
@@ -432,6 +484,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             None => None,
         },
     };
+    let fe_ms_per_hop = report.streaming_ms_per_audio_s.median * 0.16;
+    if let Some(e) = report.encoder.as_mut() {
+        let q8 = e.runtimes.iter().find(|r| r.runtime == "engine q8");
+        e.real_time_factor_q8 =
+            (fe_ms_per_hop + q8.map_or(0.0, |r| r.per_hop_ms.p50) + e.head_us.p50 / 1e3) / 160.0;
+    }
+    report.peak_memory_mib = peak_memory_mib();
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -507,5 +566,12 @@ fn print_table(r: &Report) {
             "int8 engine: cosine similarity of the pooled embedding to f32 {:.5}",
             e.q8_cosine_to_f32
         );
+        println!(
+            "head (10 classes): p50 {:.2} us; one hop end to end (front end + int8 encoder + head) real-time factor {:.4}",
+            e.head_us.p50, e.real_time_factor_q8
+        );
+    }
+    if let Some(m) = r.peak_memory_mib {
+        println!("peak resident memory {m:.1} MiB");
     }
 }
