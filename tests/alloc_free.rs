@@ -65,6 +65,13 @@ fn noise_wav(dir: &std::path::Path, seconds: f32) -> std::path::PathBuf {
 
 #[test]
 fn the_worker_allocates_nothing_in_steady_state() {
+    // One thread, then the engine with its helper thread.
+    for threads in [1, 2] {
+        run_session(threads);
+    }
+}
+
+fn run_session(threads: usize) {
     let dir = tempfile::tempdir().unwrap();
     let wav = noise_wav(dir.path(), 3.0);
     let cfg = EncoderConfig::preset("tiny").unwrap();
@@ -80,7 +87,10 @@ fn the_worker_allocates_nothing_in_steady_state() {
         2.0,
         |rate| {
             Pipeline::new(
-                PipelineConfig::default(),
+                PipelineConfig {
+                    threads,
+                    ..PipelineConfig::default()
+                },
                 &FrontendConfig::default(),
                 rate,
                 engine.clone(),
@@ -111,7 +121,7 @@ fn the_worker_allocates_nothing_in_steady_state() {
     let end = WORKER_ALLOCS.load(Ordering::Relaxed);
     let start = after_warmup.expect("a sixth hop");
     eprintln!(
-        "{hops} hops, {stats_after} stats events after warm-up; worker allocations: {start} at hop 5, {end} at the end"
+        "{threads} thread(s): {hops} hops, {stats_after} stats events after warm-up; worker allocations: {start} at hop 5, {end} at the end"
     );
     assert!(hops >= 10, "{hops} hops");
     assert!(stats_after >= 2, "the stats path ran {stats_after} times");

@@ -39,7 +39,7 @@ pub struct Args {
     /// Encoder window in patch columns (6 = 0.96 s, 48 patches)
     #[arg(long, default_value_t = 6)]
     window_columns: usize,
-    /// Threads for candle's encoder (its pool; the engine and the front end use one thread)
+    /// Threads for the encoder (candle's pool; the engine uses 1 or 2; the front end 1)
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// Encode this window instead of a random one: a float32 .npy of `[patches, patch_len]`
@@ -207,7 +207,8 @@ fn bench_encoder(
     let isa = Isa::detect();
     for precision in [Precision::F32, Precision::Q8] {
         let fast = FastEncoder::from_encoder(&enc, precision, isa, columns)?;
-        let mut scratch = fast.scratch();
+        let engine_threads = threads.clamp(1, 2);
+        let mut scratch = fast.scratch_threads(engine_threads)?;
         let (p, best, allocs) = time_hops(runs, || {
             fast.forward(&x, &mut scratch)?;
             std::hint::black_box(&scratch.pooled);
@@ -223,8 +224,8 @@ fn bench_encoder(
                 }
             ),
             isa: isa.name().into(),
-            // The engine runs on the calling thread.
-            threads: 1,
+            // The engine uses the calling thread and at most one helper.
+            threads: engine_threads,
             per_hop_ms: p,
             best_ms: best,
             allocations_per_hop: allocs,

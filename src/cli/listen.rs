@@ -123,6 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         window_columns,
         hop_columns,
         threshold,
+        threads: sc.threads.clamp(1, 2),
         ..PipelineConfig::default()
     };
     let source = match &args.input {

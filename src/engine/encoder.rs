@@ -11,9 +11,10 @@ use std::collections::HashMap;
 
 use candle_core::Tensor;
 
-use super::gemm::{gemm, PackedF32};
+use super::gemm::{gemm, gemm_cols, PackedF32};
 use super::math;
-use super::qgemm::{qgemm, quantize_activations, PackedQ8};
+use super::qgemm::{qgemm_cols, quantize_activations, PackedQ8};
+use super::threads::{split_columns, Helper, OutMatrix, RawSlice};
 use super::{EngineError, Isa};
 use crate::model::pos_embed::sincos_2d;
 use crate::model::{Encoder, EncoderConfig};
@@ -69,7 +70,7 @@ pub struct FastEncoder {
 }
 
 /// Every intermediate of one forward pass, allocated once by [`FastEncoder::scratch`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Scratch {
     x: Vec<f32>,
     h: Vec<f32>,
@@ -86,6 +87,8 @@ pub struct Scratch {
     /// Their mean over tokens `[D]`.
     pub pooled: Vec<f32>,
     n_tokens: usize,
+    /// The second thread and its own attention buffers, when built with two threads.
+    helper: Option<(Helper, Vec<f32>, Vec<f32>)>,
 }
 
 impl Scratch {
@@ -198,8 +201,28 @@ impl FastEncoder {
         self.max_tokens
     }
 
-    /// Buffers for one forward pass of up to [`FastEncoder::max_tokens`] tokens.
+    /// Buffers for one forward pass of up to [`FastEncoder::max_tokens`] tokens, on the
+    /// calling thread.
     pub fn scratch(&self) -> Scratch {
+        self.scratch_threads(1)
+            .expect("one thread needs no helper to start")
+    }
+
+    /// As [`FastEncoder::scratch`], splitting the matrix products, attention heads and GELU
+    /// with a second (persistent) thread when `threads >= 2`.
+    pub fn scratch_threads(&self, threads: usize) -> std::io::Result<Scratch> {
+        let t = self.max_tokens;
+        let scores_len = QUERIES * t.div_ceil(LANES) * LANES;
+        let kt_len = t.div_ceil(LANES) * LANES * self.cfg.head_dim();
+        let helper = if threads >= 2 {
+            Some((Helper::new()?, vec![0.0; scores_len], vec![0.0; kt_len]))
+        } else {
+            None
+        };
+        Ok(self.scratch_with(helper))
+    }
+
+    fn scratch_with(&self, helper: Option<(Helper, Vec<f32>, Vec<f32>)>) -> Scratch {
         let (t, d) = (self.max_tokens, self.cfg.embed_dim);
         let hidden = d * self.cfg.mlp_ratio;
         let widest = hidden.max(self.cfg.patch_len()).div_ceil(4) * 4;
@@ -216,6 +239,7 @@ impl FastEncoder {
             tokens: vec![0.0; t * d],
             pooled: vec![0.0; d],
             n_tokens: 0,
+            helper,
         }
     }
 
@@ -252,6 +276,7 @@ impl FastEncoder {
             tokens,
             pooled,
             n_tokens,
+            helper,
         } = s;
         let (x, h, y) = (&mut x[..n * d], &mut h[..n * d], &mut y[..n * d]);
         let qkv = &mut qkv[..n * 3 * d];
@@ -261,22 +286,97 @@ impl FastEncoder {
         for (v, &q) in x.iter_mut().zip(&self.pos[..n * d]) {
             *v += q;
         }
-        let mut linear = |lin: &Lin, a: &[f32], out: &mut [f32], accumulate: bool| match lin {
-            Lin::F32(w) => gemm(isa, a, n, w, out, accumulate),
-            Lin::Q8(w) => {
-                quantize_activations(w, a, n, qa, sa);
-                qgemm(w, qa, sa, n, out, accumulate);
+        let heads = self.cfg.num_heads;
+        let helper = helper.as_mut();
+        let (two, scores2, kt2) = match helper {
+            Some((h, s2, k2)) => (Some(&*h), RawSlice::new(s2), RawSlice::new(k2)),
+            None => (None, RawSlice::new(&mut []), RawSlice::new(&mut [])),
+        };
+        // Runs `f` on column ranges: all of them here, or split with the helper.
+        let split = |width: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)| {
+            let mid = split_columns(width);
+            match two {
+                Some(h) if mid > 0 => h.join(|| f(0..mid), &|| f(mid..width)),
+                _ => f(0..width),
+            }
+        };
+        let mut linear = |lin: &Lin, a: &[f32], out: &mut [f32], accumulate: bool| {
+            let om = OutMatrix::new(out, n, lin.n());
+            match lin {
+                // SAFETY: `om` covers `out`, borrowed for this call; the halves write
+                // disjoint columns.
+                Lin::F32(w) => split(w.n(), &|c| unsafe {
+                    gemm_cols(isa, a, n, w, om, accumulate, c)
+                }),
+                Lin::Q8(w) => {
+                    quantize_activations(w, a, n, qa, sa);
+                    let (qa, sa) = (&*qa, &*sa);
+                    split(w.n(), &|c| unsafe {
+                        qgemm_cols(w, qa, sa, n, om, accumulate, c)
+                    });
+                }
             }
         };
         for b in &self.blocks {
             math::layer_norm(isa, x, &b.norm1.0, &b.norm1.1, eps, h);
             linear(&b.qkv, h, qkv, false);
-            attention(isa, qkv, n, d, self.cfg.num_heads, scores, kt, y);
+            {
+                let ym = OutMatrix::new(y, n, d);
+                let qkv = &*qkv;
+                match two {
+                    Some(hp) if heads >= 2 => {
+                        let mid = heads / 2;
+                        let (s1, k1) = (RawSlice::new(scores), RawSlice::new(kt));
+                        // SAFETY: each thread has its own scores/keys buffers and writes the
+                        // columns of its own heads.
+                        hp.join(
+                            || {
+                                attention(
+                                    isa,
+                                    qkv,
+                                    n,
+                                    d,
+                                    heads,
+                                    0..mid,
+                                    unsafe { s1.get() },
+                                    unsafe { k1.get() },
+                                    ym,
+                                )
+                            },
+                            &|| {
+                                attention(
+                                    isa,
+                                    qkv,
+                                    n,
+                                    d,
+                                    heads,
+                                    mid..heads,
+                                    unsafe { scores2.get() },
+                                    unsafe { kt2.get() },
+                                    ym,
+                                )
+                            },
+                        );
+                    }
+                    _ => attention(isa, qkv, n, d, heads, 0..heads, scores, kt, ym),
+                }
+            }
             linear(&b.proj, y, x, true);
             math::layer_norm(isa, x, &b.norm2.0, &b.norm2.1, eps, h);
             debug_assert_eq!(b.fc1.n(), hidden);
             linear(&b.fc1, h, mlp, false);
-            math::gelu(isa, mlp);
+            match two {
+                Some(hp) => {
+                    let half = n / 2 * hidden;
+                    let (lo, hi) = mlp.split_at_mut(half);
+                    let hi = RawSlice::new(hi);
+                    // SAFETY: the two halves are disjoint; `hi` is used only by the helper.
+                    hp.join(|| math::gelu(isa, lo), &|| {
+                        math::gelu(isa, unsafe { hi.get() })
+                    });
+                }
+                None => math::gelu(isa, mlp),
+            }
             linear(&b.fc2, mlp, x, true);
         }
         let out = &mut tokens[..n * d];
@@ -313,14 +413,15 @@ math::simd_fn! {
         n: usize,
         d: usize,
         heads: usize,
+        which: std::ops::Range<usize>,
         scores: &mut [f32],
         kt: &mut [f32],
-        y: &mut [f32],
+        y: OutMatrix,
     ) {
         let dh = d / heads;
         let np = n.div_ceil(LANES) * LANES;
         let scale = (dh as f32).powf(-0.5);
-        for hd in 0..heads {
+        for hd in which {
             let kt = &mut kt[..dh * np];
             kt.fill(0.0);
             for j in 0..n {
@@ -355,9 +456,10 @@ struct Head<'a> {
     off: usize,
 }
 
-/// Queries `i0..i0 + Q` of one head: scores, softmax, weighted values into `y`.
+/// Queries `i0..i0 + Q` of one head: scores, softmax, weighted values into `y` (this head's
+/// columns only).
 #[inline(always)]
-fn head_queries<const Q: usize>(h: &Head, i0: usize, scores: &mut [f32], y: &mut [f32]) {
+fn head_queries<const Q: usize>(h: &Head, i0: usize, scores: &mut [f32], y: OutMatrix) {
     let (n, np, d, dh) = (h.n, h.np, h.d, h.dh);
     let q = |r: usize| &h.qkv[(i0 + r) * 3 * d + h.off..(i0 + r) * 3 * d + h.off + dh];
     for j0 in (0..np).step_by(LANES) {
@@ -396,21 +498,22 @@ fn head_queries<const Q: usize>(h: &Head, i0: usize, scores: &mut [f32], y: &mut
             }
         }
         for (r, a) in acc.iter().enumerate() {
-            let o = (i0 + r) * d + h.off + t0;
-            y[o..o + LANES].copy_from_slice(a);
+            // SAFETY: this head's columns of row i0 + r: no other thread writes them.
+            unsafe { y.segment(i0 + r, h.off + t0, LANES) }.copy_from_slice(a);
         }
         t0 += LANES;
     }
     if t0 < dh {
         // A head width that is not a multiple of 16 (tests, odd configs).
         for r in 0..Q {
-            let o = (i0 + r) * d + h.off;
-            y[o + t0..o + dh].fill(0.0);
+            // SAFETY: as above.
+            let out = unsafe { y.segment(i0 + r, h.off + t0, dh - t0) };
+            out.fill(0.0);
             for j in 0..n {
                 let p = scores[r * np + j];
-                let base = j * 3 * d + 2 * d + h.off;
-                for t in t0..dh {
-                    y[o + t] += p * h.qkv[base + t];
+                let base = j * 3 * d + 2 * d + h.off + t0;
+                for (o, &v) in out.iter_mut().zip(&h.qkv[base..base + dh - t0]) {
+                    *o += p * v;
                 }
             }
         }
@@ -511,6 +614,23 @@ mod tests {
             let too_long = vec![0f32; 11 * cfg.n_freq() * cfg.patch_len()];
             assert!(fast.forward(&too_long, &mut s).is_err());
             assert!(fast.forward(&[0.0; 5], &mut s).is_err());
+        }
+    }
+
+    /// Two threads compute exactly what one does (the split never changes a sum's order).
+    #[test]
+    fn two_threads_equal_one() {
+        let enc = random_encoder(128, 2, 4);
+        let cfg = enc.config().clone();
+        for precision in [Precision::F32, Precision::Q8] {
+            let f = FastEncoder::from_encoder(&enc, precision, Isa::detect(), 10).unwrap();
+            let (mut one, mut two) = (f.scratch(), f.scratch_threads(2).unwrap());
+            for cols in [6, 1, 10] {
+                let x = randn(cols * cfg.n_freq() * cfg.patch_len(), 0.5, cols as u64);
+                f.forward(&x, &mut one).unwrap();
+                f.forward(&x, &mut two).unwrap();
+                assert_eq!(one.output(), two.output(), "{precision:?} {cols} columns");
+            }
         }
     }
 

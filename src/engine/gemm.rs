@@ -7,6 +7,7 @@
 //! window, `k, n` <= 4 x width), so there is no cache blocking over `k`: a panel pair of the
 //! widest layer (1024 x 32 floats) stays in L2.
 
+use super::threads::OutMatrix;
 use super::Isa;
 
 /// Output columns per packed panel.
@@ -56,10 +57,6 @@ impl PackedF32 {
         self.k
     }
 
-    fn n_panels(&self) -> usize {
-        self.n.div_ceil(NR)
-    }
-
     fn panel(&self, p: usize) -> &[f32] {
         &self.panels[p * self.k * NR..(p + 1) * self.k * NR]
     }
@@ -68,59 +65,60 @@ impl PackedF32 {
 /// `c[m, n] (+)= a[m, k] w^T + bias`; with `accumulate` the product is added to `c` (a
 /// residual connection), otherwise it replaces it.
 pub fn gemm(isa: Isa, a: &[f32], m: usize, w: &PackedF32, c: &mut [f32], accumulate: bool) {
+    let n = w.n;
+    let out = OutMatrix::new(c, m, n);
+    // SAFETY: `out` covers `c`, which nothing else touches during the call.
+    unsafe { gemm_cols(isa, a, m, w, out, accumulate, 0..n) }
+}
+
+/// [`gemm`] for output columns `cols` only (`cols.start` a multiple of 32), so two threads can
+/// share one product.
+///
+/// # Safety
+/// `out` must be a live `[m, w.n()]` matrix whose columns `cols` no one else touches meanwhile.
+pub unsafe fn gemm_cols(
+    isa: Isa,
+    a: &[f32],
+    m: usize,
+    w: &PackedF32,
+    out: OutMatrix,
+    accumulate: bool,
+    cols: std::ops::Range<usize>,
+) {
     let (n, k) = (w.n, w.k);
-    assert!(a.len() >= m * k && c.len() >= m * n, "gemm buffer sizes");
-    let np = w.n_panels();
+    assert!(a.len() >= m * k && out.n() == n, "gemm buffer sizes");
+    assert!(
+        cols.start.is_multiple_of(2 * NR) && cols.end <= n,
+        "gemm column range"
+    );
+    let np = cols.end.div_ceil(NR);
     let mut tile = [0f32; TILE];
     // AVX-512 has 32 vector registers: 6 x 2 accumulators; AVX2 has 16: 6 x 2 half-panels.
     let pair = isa >= Isa::Avx512;
-    let mut p = 0;
+    let mut p = cols.start / NR;
     while p < np {
         let pw = if pair && p + 1 < np { 2 } else { 1 };
         for r0 in (0..m).step_by(MR) {
             let mr = MR.min(m - r0);
             let a0 = &a[r0 * k..];
             micro(isa, a0, k, mr, w, p, pw, &mut tile);
-            epilogue(
-                &tile,
-                mr,
-                p * NR,
-                (pw * NR).min(n - p * NR),
-                w,
-                c,
-                r0,
-                accumulate,
-            );
+            let width = (pw * NR).min(cols.end - p * NR);
+            let bias = &w.bias[p * NR..p * NR + width];
+            for r in 0..mr {
+                let t = &tile[r * 2 * NR..r * 2 * NR + width];
+                let row = out.segment(r0 + r, p * NR, width);
+                if accumulate {
+                    for ((o, &v), &b) in row.iter_mut().zip(t).zip(bias) {
+                        *o += v + b;
+                    }
+                } else {
+                    for ((o, &v), &b) in row.iter_mut().zip(t).zip(bias) {
+                        *o = v + b;
+                    }
+                }
+            }
         }
         p += pw;
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn epilogue(
-    tile: &[f32; TILE],
-    mr: usize,
-    col0: usize,
-    cols: usize,
-    w: &PackedF32,
-    c: &mut [f32],
-    r0: usize,
-    accumulate: bool,
-) {
-    let n = w.n;
-    let bias = &w.bias[col0..col0 + cols];
-    for r in 0..mr {
-        let t = &tile[r * 2 * NR..r * 2 * NR + cols];
-        let row = &mut c[(r0 + r) * n + col0..(r0 + r) * n + col0 + cols];
-        if accumulate {
-            for ((o, &v), &b) in row.iter_mut().zip(t).zip(bias) {
-                *o += v + b;
-            }
-        } else {
-            for ((o, &v), &b) in row.iter_mut().zip(t).zip(bias) {
-                *o = v + b;
-            }
-        }
     }
 }
 

@@ -21,6 +21,7 @@ pub mod encoder;
 pub mod gemm;
 pub mod math;
 pub mod qgemm;
+pub mod threads;
 
 pub use encoder::{FastEncoder, Precision, Scratch};
 

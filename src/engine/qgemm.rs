@@ -13,6 +13,7 @@
 //!   `vpmaddubsw` saturation. Weights packed `[k / 2][8 columns][2]` as i16 per panel.
 //! - Portable: plain loops over the row-major weights.
 
+use super::threads::OutMatrix;
 use super::Isa;
 
 /// Activation rows per micro-tile.
@@ -227,17 +228,40 @@ super::math::simd_fn! {
 
 /// `c[m, n] (+)= dequant(q_a W_q^T) + bias` for activations from [`quantize_activations`].
 pub fn qgemm(w: &PackedQ8, qa: &[i8], sa: &[f32], m: usize, c: &mut [f32], accumulate: bool) {
+    let n = w.n;
+    let out = OutMatrix::new(c, m, n);
+    // SAFETY: `out` covers `c`, which nothing else touches during the call.
+    unsafe { qgemm_cols(w, qa, sa, m, out, accumulate, 0..n) }
+}
+
+/// [`qgemm`] for output columns `cols` only (`cols.start` a multiple of 32).
+///
+/// # Safety
+/// `out` must be a live `[m, w.n()]` matrix whose columns `cols` no one else touches meanwhile.
+pub unsafe fn qgemm_cols(
+    w: &PackedQ8,
+    qa: &[i8],
+    sa: &[f32],
+    m: usize,
+    out: OutMatrix,
+    accumulate: bool,
+    cols: std::ops::Range<usize>,
+) {
     let (n, kp) = (w.n, w.kp);
     assert!(
-        qa.len() >= m * kp && sa.len() >= m && c.len() >= m * n,
+        qa.len() >= m * kp && sa.len() >= m && out.n() == n,
         "qgemm sizes"
+    );
+    assert!(
+        cols.start.is_multiple_of(32) && cols.end <= n,
+        "qgemm column range"
     );
     let mut tile = [0i32; MR * 32];
     match &w.layout {
         #[cfg(target_arch = "x86_64")]
         Layout::Vnni(packed) => {
-            let np = n.div_ceil(16);
-            let mut p = 0;
+            let np = cols.end.div_ceil(16);
+            let mut p = cols.start / 16;
             while p < np {
                 let pw = if p + 1 < np { 2 } else { 1 };
                 let first = &packed[p * kp * 16..(p + 1) * kp * 16];
@@ -248,28 +272,30 @@ pub fn qgemm(w: &PackedQ8, qa: &[i8], sa: &[f32], m: usize, c: &mut [f32], accum
                     // panel holds kp * 16 bytes and the rows mr * kp.
                     unsafe { x86::tile_vnni(&qa[r0 * kp..], kp, mr, first, second, pw, &mut tile) };
                     // The +128 offset times each column's weight sum comes back out.
-                    epilogue(w, &tile, sa, r0, mr, p * 16, pw * 16, c, accumulate, 128);
+                    let width = (pw * 16).min(cols.end - p * 16);
+                    epilogue(w, &tile, sa, r0, mr, p * 16, width, out, accumulate, 128);
                 }
                 p += pw;
             }
         }
         #[cfg(target_arch = "x86_64")]
         Layout::Avx2(packed) => {
-            for p in 0..n.div_ceil(8) {
+            for p in cols.start / 8..cols.end.div_ceil(8) {
                 let panel = &packed[p * kp * 8..(p + 1) * kp * 8];
                 for r0 in (0..m).step_by(MR) {
                     let mr = MR.min(m - r0);
                     // SAFETY: packed for AVX2 on a CPU where it was detected; sizes as above.
                     unsafe { x86::tile_avx2(&qa[r0 * kp..], kp, mr, panel, &mut tile) };
-                    epilogue(w, &tile, sa, r0, mr, p * 8, 8, c, accumulate, 0);
+                    let width = 8.min(cols.end - p * 8);
+                    epilogue(w, &tile, sa, r0, mr, p * 8, width, out, accumulate, 0);
                 }
             }
         }
         _ => {
             for r in 0..m {
                 let row = &qa[r * kp..r * kp + w.k];
-                let out = &mut c[r * n..(r + 1) * n];
-                for (j, o) in out.iter_mut().enumerate() {
+                let seg = out.segment(r, cols.start, cols.len());
+                for (o, j) in seg.iter_mut().zip(cols.clone()) {
                     let wr = &w.q[j * w.k..(j + 1) * w.k];
                     let s: i32 = row.iter().zip(wr).map(|(&x, &y)| x as i32 * y as i32).sum();
                     let v = s as f32 * sa[r] * w.scales[j] + w.bias[j];
@@ -282,29 +308,25 @@ pub fn qgemm(w: &PackedQ8, qa: &[i8], sa: &[f32], m: usize, c: &mut [f32], accum
 
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn epilogue(
+unsafe fn epilogue(
     w: &PackedQ8,
     tile: &[i32; MR * 32],
     sa: &[f32],
     r0: usize,
     mr: usize,
     col0: usize,
-    width: usize,
-    c: &mut [f32],
+    cols: usize,
+    out: OutMatrix,
     accumulate: bool,
     offset: i32,
 ) {
-    let n = w.n;
-    let cols = width.min(n - col0);
-    let cols_of = |v: &'_ [f32]| -> (usize, usize) { (col0, col0 + cols.min(v.len())) };
-    let (a, b) = cols_of(&w.scales);
     let args = Cols {
-        colsum: &w.colsum[a..b],
-        scales: &w.scales[a..b],
-        bias: &w.bias[a..b],
+        colsum: &w.colsum[col0..col0 + cols],
+        scales: &w.scales[col0..col0 + cols],
+        bias: &w.bias[col0..col0 + cols],
     };
     for r in 0..mr {
-        let row = &mut c[(r0 + r) * n + col0..(r0 + r) * n + col0 + cols];
+        let row = out.segment(r0 + r, col0, cols);
         dequantize_row(
             w.isa,
             &tile[r * 32..r * 32 + cols],

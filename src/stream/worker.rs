@@ -26,6 +26,8 @@ pub struct PipelineConfig {
     pub hysteresis: f32,
     /// Weight of the newest hop in the exponential smoothing of scores.
     pub smoothing: f32,
+    /// Threads for the encoder (1 or 2: the engine splits its work with one helper).
+    pub threads: usize,
 }
 
 impl Default for PipelineConfig {
@@ -36,6 +38,7 @@ impl Default for PipelineConfig {
             threshold: 0.5,
             hysteresis: 0.1,
             smoothing: 0.5,
+            threads: 1,
         }
     }
 }
@@ -182,7 +185,9 @@ impl Pipeline {
             fbank: StreamingFbank::new(fe_cfg).map_err(|e| e.to_string())?,
             fe_cfg: fe_cfg.clone(),
             resampler,
-            scratch: encoder.scratch(),
+            scratch: encoder
+                .scratch_threads(cfg.threads)
+                .map_err(|e| format!("starting the encoder's second thread: {e}"))?,
             out: Hop {
                 pooled: vec![0.0; ecfg.embed_dim],
                 scores: vec![0.0; n_classes],
