@@ -97,6 +97,11 @@ impl Scratch {
         self.n_tokens
     }
 
+    /// Whether this scratch has a second thread.
+    pub fn has_helper(&self) -> bool {
+        self.helper.is_some()
+    }
+
     /// The last call's output tokens, `[n_tokens, D]`.
     pub fn output(&self) -> &[f32] {
         let d = self.pooled.len();
@@ -246,6 +251,17 @@ impl FastEncoder {
     /// Encodes one window: `patches` is `[n_tokens, patch_len]` (time-major, normalised, as
     /// [`Encoder::forward`] takes them). The output tokens and their mean land in `s`.
     pub fn forward(&self, patches: &[f32], s: &mut Scratch) -> Result<(), EngineError> {
+        self.forward_with(patches, s, true)
+    }
+
+    /// As [`FastEncoder::forward`]; `two_threads = false` leaves the scratch's helper thread
+    /// (if any) out of this call, with the same result.
+    pub fn forward_with(
+        &self,
+        patches: &[f32],
+        s: &mut Scratch,
+        two_threads: bool,
+    ) -> Result<(), EngineError> {
         let (d, p) = (self.cfg.embed_dim, self.cfg.patch_len());
         let n = patches.len() / p.max(1);
         if patches.len() != n * p || n == 0 || !n.is_multiple_of(self.cfg.n_freq()) {
@@ -287,7 +303,7 @@ impl FastEncoder {
             *v += q;
         }
         let heads = self.cfg.num_heads;
-        let helper = helper.as_mut();
+        let helper = helper.as_mut().filter(|_| two_threads);
         let (two, scores2, kt2) = match helper {
             Some((h, s2, k2)) => (Some(&*h), RawSlice::new(s2), RawSlice::new(k2)),
             None => (None, RawSlice::new(&mut []), RawSlice::new(&mut [])),

@@ -2,16 +2,22 @@
 //! the other half of a split operation ([`Helper::join`], like `rayon::join` for exactly two
 //! halves), and a raw output view so the halves can fill disjoint columns of one matrix.
 //!
-//! The helper spins briefly after each job (the next one follows within microseconds inside a
-//! forward pass) and then parks, so an idle stream between hops costs no CPU.
+//! The helper spins for a millisecond after each job (the next one follows within microseconds
+//! inside a forward pass) and then parks, so an idle stream between hops costs no CPU. Waking a
+//! parked thread can take milliseconds (about 10 ms measured on this repository's 2-vCPU
+//! virtual machine), and spinning longer to avoid it steals the core the audio and UI threads
+//! need (measured: hops stretched to 4-12 ms, the scheduler's slices), so the live pipeline
+//! measures both thread counts and keeps the faster (`stream::worker`).
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-/// Spins before parking: about a millisecond.
-const SPINS: u32 = 20_000;
+/// How long the helper spins after a job before parking.
+const SPIN: std::time::Duration = std::time::Duration::from_millis(1);
+/// How long an idle helper parks between checks (a join wakes it at once with `unpark`).
+const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 type Task = *const (dyn Fn() + Sync);
 
@@ -55,16 +61,17 @@ impl Helper {
             .spawn(move || {
                 let mut seen = 0u64;
                 loop {
-                    let mut spins = 0u32;
+                    let spin_until = std::time::Instant::now() + SPIN;
                     while s.posted.load(Ordering::Acquire) == seen {
                         if s.stop.load(Ordering::Acquire) {
                             return;
                         }
-                        spins = spins.saturating_add(1);
-                        if spins < SPINS {
-                            std::hint::spin_loop();
+                        if std::time::Instant::now() < spin_until {
+                            for _ in 0..64 {
+                                std::hint::spin_loop();
+                            }
                         } else {
-                            std::thread::park_timeout(std::time::Duration::from_millis(5));
+                            std::thread::park_timeout(IDLE_POLL);
                         }
                     }
                     seen += 1;

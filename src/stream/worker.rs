@@ -135,7 +135,16 @@ pub struct Pipeline {
     /// Added to every hop's compute time: a stand-in for a slow device, for tests of the
     /// skipping policy. Zero in normal use.
     pub extra_hop_delay: std::time::Duration,
+    /// Running mean hop time (ms) with one and with two threads: the pipeline uses whichever
+    /// is faster on this machine, re-checking the other every [`RECHECK`] hops. (A second
+    /// thread halves a back-to-back forward pass, but between live hops it parks, and on some
+    /// machines, virtual ones especially, waking it costs more than it saves: measured 4-12 ms
+    /// per hop against 2 ms on one thread on this repository's 2-vCPU VM.)
+    thread_ms: [Option<f64>; 2],
 }
+
+/// Hops between re-checks of the thread count not in use.
+const RECHECK: u64 = 32;
 
 impl Pipeline {
     pub fn new(
@@ -213,6 +222,7 @@ impl Pipeline {
             skipped_hops: 0,
             skip_next: false,
             extra_hop_delay: std::time::Duration::ZERO,
+            thread_ms: [None, None],
             cfg,
         })
     }
@@ -299,6 +309,7 @@ impl Pipeline {
             std::thread::sleep(self.extra_hop_delay);
         }
         self.build_patches();
+        let two = self.next_uses_two_threads();
         let (wf, n) = (self.window_frames as u64, self.n_mels);
         let out = &mut self.out;
         out.column.fill(0.0);
@@ -319,13 +330,17 @@ impl Pipeline {
             let mean_ln = f.iter().sum::<f32>() / f.len() as f32;
             10.0 * mean_ln / std::f32::consts::LN_10
         };
+        let t0 = Instant::now();
         if self
             .encoder
-            .forward(&self.patches, &mut self.scratch)
+            .forward_with(&self.patches, &mut self.scratch, two)
             .is_err()
         {
             return false;
         }
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        let slot = &mut self.thread_ms[two as usize];
+        *slot = Some(slot.map_or(ms, |m| 0.8 * m + 0.2 * ms));
         out.pooled.copy_from_slice(&self.scratch.pooled);
         self.head.scores_into(&out.pooled, &mut self.raw);
         let a = self.cfg.smoothing;
@@ -352,6 +367,19 @@ impl Pipeline {
             + (self.fe_cfg.frame_length_ms - self.fe_cfg.frame_shift_ms) / 1000.0;
         out.compute_ms = started.elapsed().as_secs_f64() * 1e3;
         true
+    }
+
+    /// Whether the next hop runs the encoder on two threads: never without a helper; else the
+    /// faster on average so far, trying each early on and the other every [`RECHECK`] hops.
+    fn next_uses_two_threads(&self) -> bool {
+        if !self.scratch.has_helper() {
+            return false;
+        }
+        match self.thread_ms {
+            [None, _] => false,
+            [_, None] => true,
+            [Some(one), Some(two)] => (two < one) != (self.hops % RECHECK == RECHECK - 1),
+        }
     }
 
     /// Changes the on-threshold (the UI's +/- keys).
