@@ -232,7 +232,7 @@ fn bench_encoder(
             pooled: scratch.pooled.clone(),
         });
     }
-    let cos = cosine(&runtimes[1].pooled, &runtimes[2].pooled);
+    let cos = audio_jepa::engine::math::cosine(&runtimes[1].pooled, &runtimes[2].pooled);
     use audio_jepa::model::head::{Activation, Head};
     // A 10-class softmax head of the model's width (the built-in head's shape).
     let head = Head {
@@ -272,13 +272,6 @@ fn bench_encoder(
         runtimes,
         q8_cosine_to_f32: cos,
     })
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    dot / (na * nb).max(f32::MIN_POSITIVE)
 }
 
 #[derive(Debug, Serialize)]

@@ -127,22 +127,6 @@ fn random_like(cfg: &EncoderConfig) -> anyhow::Result<Encoder> {
 /// Train features, train labels, test features, test labels.
 type Split = (Vec<f32>, Vec<usize>, Vec<f32>, Vec<usize>);
 
-fn pooled(
-    enc: &Encoder,
-    spec: &LogMel,
-    fe: &audio_jepa::FrontendConfig,
-) -> anyhow::Result<Vec<f32>> {
-    let mut s = spec.clone();
-    normalize(&mut s.data, fe);
-    let p = patchify(&s, 16, 16)?;
-    let n = p.grid.n_patches();
-    if n == 0 {
-        bail!("clip shorter than one patch column");
-    }
-    let x = Tensor::from_slice(&p.data, (1, n, 256), &Device::Cpu)?;
-    Ok(enc.forward(&x, None)?.mean(1)?.flatten_all()?.to_vec1()?)
-}
-
 fn logmel_stats(spec: &LogMel) -> Vec<f32> {
     let m = spec.n_mels;
     let n = spec.n_frames.max(1) as f32;
@@ -174,15 +158,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Precision::F32
     });
+    let random = random_like(model.config())?;
     let mut embedder = EngineEmbedder {
         enc: &model,
         precision,
         fast: None,
     };
+    let mut random_embedder = EngineEmbedder {
+        enc: &random,
+        precision: Precision::F32,
+        fast: None,
+    };
     if !args.json {
         eprintln!("model embeddings computed by the engine in {precision:?}");
     }
-    let random = random_like(model.config())?;
     let mut lm = LogMelExtractor::new(&fe)?;
     let names = [
         "log-mel mean+std (linear probe)",
@@ -214,7 +203,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let train = ex.fold.is_some_and(|f| args.train_folds.contains(&f));
         let mut vecs = vec![logmel_stats(&spec)];
         if !args.no_baselines {
-            vecs.push(pooled(&random, &spec, &fe)?);
+            vecs.push(random_embedder.pooled(&spec, &fe)?);
         } else {
             vecs.push(Vec::new());
         }

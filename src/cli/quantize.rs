@@ -78,13 +78,6 @@ fn pooled(enc: &Encoder, precision: Precision, wins: &[Vec<f32>]) -> anyhow::Res
         .collect()
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    dot / (na * nb).max(f32::MIN_POSITIVE)
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.out == args.model {
         bail!("--out must differ from --model");
@@ -117,7 +110,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let wins = windows(&args.clips, &enc)?;
     let a = pooled(&enc, Precision::F32, &wins)?;
     let b = pooled(&back, precision, &wins)?;
-    let cos: Vec<f32> = a.iter().zip(&b).map(|(x, y)| cosine(x, y)).collect();
+    let cos: Vec<f32> = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| audio_jepa::engine::math::cosine(x, y))
+        .collect();
     let lowest = cos.iter().copied().fold(f32::INFINITY, f32::min);
     let mean = cos.iter().sum::<f32>() / cos.len().max(1) as f32;
     // Pooled embeddings share a large common component, which flatters the plain cosine; the
@@ -133,7 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let ccos: Vec<f32> = a
         .iter()
         .zip(&b)
-        .map(|(x, y)| cosine(&centred(x), &centred(y)))
+        .map(|(x, y)| audio_jepa::engine::math::cosine(&centred(x), &centred(y)))
         .collect();
     let clow = ccos.iter().copied().fold(f32::INFINITY, f32::min);
     let cmean = ccos.iter().sum::<f32>() / ccos.len().max(1) as f32;

@@ -185,6 +185,14 @@ pub fn max_abs(x: &[f32]) -> f32 {
     m
 }
 
+/// Cosine similarity of two vectors (0 when either is zero).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb).max(f32::MIN_POSITIVE)
+}
+
 /// Softmax of one row, in place (inlined into its caller's instruction set).
 #[inline(always)]
 pub fn softmax(x: &mut [f32]) {
