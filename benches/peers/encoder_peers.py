@@ -133,7 +133,7 @@ def main():
           f"{'engine q8 / this':>17}")
     for name, threads, p50, p95, best in rows:
         f32 = next(r[2] for r in rows if r[0] == "ours: engine f32" and r[1] == threads)
-        q8 = next(r[2] for r in rows if r[0] == "ours: engine q8" and r[1] == threads)
+        q8 = next(r[2] for r in rows if r[0].startswith("ours: engine q8") and r[1] == threads)
         print(f"{name:28} {threads:>7} {p50:9.3f} {p95:9.3f} {best:9.3f} {f32 / p50:18.2f} {q8 / p50:17.2f}")
     for k, v in checks.items():
         print(f"check vs PyTorch reference: {k}: {'relative error' if 'cosine' not in k else ''} {v:.3e}")

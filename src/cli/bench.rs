@@ -215,14 +215,12 @@ fn bench_encoder(
             Ok(())
         })?;
         runtimes.push(RuntimeReport {
-            runtime: format!(
-                "engine {}",
-                if precision == Precision::F32 {
-                    "f32"
-                } else {
-                    "q8"
-                }
-            ),
+            runtime: match precision {
+                Precision::F32 => "engine f32".into(),
+                Precision::Q8 if fast.int8_compute() => "engine q8".into(),
+                // No 8-bit dot product on this CPU: int8 weights, f32 products.
+                Precision::Q8 => "engine q8 (f32 compute)".into(),
+            },
             isa: isa.name().into(),
             // The engine uses the calling thread and at most one helper.
             threads: engine_threads,
@@ -480,7 +478,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let fe_ms_per_hop = report.streaming_ms_per_audio_s.median * 0.16;
     if let Some(e) = report.encoder.as_mut() {
-        let q8 = e.runtimes.iter().find(|r| r.runtime == "engine q8");
+        let q8 = e
+            .runtimes
+            .iter()
+            .find(|r| r.runtime.starts_with("engine q8"));
         e.real_time_factor_q8 =
             (fe_ms_per_hop + q8.map_or(0.0, |r| r.per_hop_ms.p50) + e.head_us.p50 / 1e3) / 160.0;
     }
@@ -530,7 +531,7 @@ fn print_table(r: &Report) {
             e.model, e.width, e.depth, e.patches
         );
         println!(
-            "{:<14} {:<12} {:>7} {:>9} {:>9} {:>9} {:>9} {:>12} {:>12}",
+            "{:<24} {:<12} {:>7} {:>9} {:>9} {:>9} {:>9} {:>12} {:>12}",
             "runtime",
             "kernels",
             "threads",
@@ -544,7 +545,7 @@ fn print_table(r: &Report) {
         let base = e.runtimes[0].per_hop_ms.p50;
         for t in &e.runtimes {
             println!(
-                "{:<14} {:<12} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>12.1} {:>11.2}x",
+                "{:<24} {:<12} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>12.1} {:>11.2}x",
                 t.runtime,
                 t.isa,
                 t.threads,

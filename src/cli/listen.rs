@@ -117,7 +117,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let untrained = args.random || !head.trained;
     let engine = FastEncoder::from_encoder(&encoder, precision, Isa::detect(), window_columns)
         .context("building the encoder engine")?;
-    let isa = engine.isa();
+    let kernels = if precision == Precision::Q8 && !engine.int8_compute() {
+        format!(
+            "{} (int8 weights, f32 products: no 8-bit dot product here)",
+            engine.isa().name()
+        )
+    } else {
+        engine.isa().name().to_string()
+    };
     let encoder = Arc::new(engine);
     let pcfg = PipelineConfig {
         window_columns,
@@ -159,7 +166,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         window_s: window_columns as f64 * 0.16,
         hop_s: hop_columns as f64 * 0.16,
         precision,
-        kernels: isa.name().to_string(),
+        kernels,
     };
     if args.json {
         run_json(session, &info, args.seconds, args.embeddings_out.as_deref())
