@@ -25,9 +25,38 @@ fn matches_torchaudio_kaldi_fbank_on_every_fixture() {
             reference.shape,
             "{name}: shape"
         );
+        // torchaudio computes in f32 too: its FFT, like ours, rounds at about 1e-7 of a frame's
+        // loudest bin, so bins far below their frame's peak carry a larger log error on both
+        // sides (measured here: 1.2e-3 at a bin 88 dB down with the AArch64 FFT, 7.7e-4 with the
+        // x86-64 one). Bins within 60 dB of their frame's peak must match to 5e-4 (measured: at
+        // most 2.2e-4 on either), deeper ones to 5e-3.
+        let deep = 60.0 / (10.0 * std::f32::consts::LOG10_E); // 60 dB in nats of energy
+        let (mut near, mut far) = (0f32, 0f32);
+        for (o, r) in ours
+            .data
+            .chunks(ours.n_mels)
+            .zip(reference.data.chunks(ours.n_mels))
+        {
+            let peak = r.iter().fold(f32::MIN, |a, &b| a.max(b));
+            for (x, y) in o.iter().zip(r) {
+                let d = (x - y).abs();
+                if peak - y <= deep {
+                    near = near.max(d);
+                } else {
+                    far = far.max(d);
+                }
+            }
+        }
         let diff = max_abs_diff(&ours.data, &reference.data);
-        eprintln!("{name}: max |ours - torchaudio| = {diff:.2e}");
-        assert!(diff <= 1e-3, "{name}: max |diff| {diff} > 1e-3");
+        eprintln!(
+            "{name}: max |ours - torchaudio| = {diff:.2e}; within 60 dB of the frame's peak \
+             {near:.2e}, deeper {far:.2e}"
+        );
+        assert!(
+            near <= 5e-4,
+            "{name}: max |diff| within 60 dB {near} > 5e-4"
+        );
+        assert!(far <= 5e-3, "{name}: max |diff| below 60 dB {far} > 5e-3");
     }
 }
 

@@ -428,12 +428,13 @@ impl FastEncoder {
     }
 }
 
-/// Whether int8 products pay on `isa`: only with an 8-bit dot product (AVX-512 VNNI). Without
-/// one, int8 is slower than f32 (edge preset, one window: AVX2 int8 10.9 ms against AVX2 f32
+/// Whether int8 products pay on `isa`: only with an 8-bit dot product (AVX-512 VNNI, or NEON
+/// `sdot`: four times the multiply-adds of an f32 `fmla` per instruction). Without one, int8 is
+/// slower than f32 (edge preset, one window: AVX2 int8 10.9 ms against AVX2 f32
 /// 6.0 ms; portable 29 ms against 10 ms), so a `q8` model computes in f32 from its int8
 /// weights there: the same weights, exact activations, the f32 speed.
 pub fn int8_compute(isa: Isa) -> bool {
-    isa >= Isa::Avx512Vnni
+    matches!(isa, Isa::Avx512Vnni | Isa::NeonDot)
 }
 
 /// Lanes of the blocks the attention keeps in registers.

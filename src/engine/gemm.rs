@@ -93,8 +93,9 @@ pub unsafe fn gemm_cols(
     );
     let np = cols.end.div_ceil(NR);
     let mut tile = [0f32; TILE];
-    // AVX-512 has 32 vector registers: 6 x 2 accumulators; AVX2 has 16: 6 x 2 half-panels.
-    let pair = isa >= Isa::Avx512;
+    // AVX-512 has 32 vector registers: 6 x 2 accumulators; AVX2 has 16: 6 x 2 half-panels;
+    // NEON has 32 of 4 lanes: 6 x 4 quarter-panels.
+    let pair = isa.has_avx512();
     let mut p = cols.start / NR;
     while p < np {
         let pw = if pair && p + 1 < np { 2 } else { 1 };
@@ -139,14 +140,20 @@ fn micro(
     {
         // SAFETY: the level was detected at run time (`Isa::detect`), the row slice holds `mr`
         // rows of `k` values (checked by `gemm`), and the panels hold `k * NR` values each.
-        if isa >= Isa::Avx512 {
+        if isa.has_avx512() {
             unsafe { x86::micro_avx512(a, k, mr, w.panel(p), pw, w, p, tile) };
             return;
         }
-        if isa >= Isa::Avx2 {
+        if isa.has_avx2() {
             unsafe { x86::micro_avx2(a, k, mr, w.panel(p), tile) };
             return;
         }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if isa.has_neon() && pw == 1 {
+        // SAFETY: NEON is part of every AArch64 CPU; sizes as above.
+        unsafe { neon::micro(a, k, mr, w.panel(p), tile) };
+        return;
     }
     let _ = isa;
     micro_portable(a, k, mr, w, p, pw, tile);
@@ -290,6 +297,63 @@ mod x86 {
         for (r, row) in acc.iter().enumerate() {
             _mm256_storeu_ps(tile.as_mut_ptr().add(r * 2 * NR), row[0]);
             _mm256_storeu_ps(tile.as_mut_ptr().add(r * 2 * NR + 8), row[1]);
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::{MR, NR, TILE};
+    use std::arch::aarch64::*;
+
+    pub(super) unsafe fn micro(
+        a: &[f32],
+        k: usize,
+        mr: usize,
+        panel: &[f32],
+        tile: &mut [f32; TILE],
+    ) {
+        let (a, b) = (a.as_ptr(), panel.as_ptr());
+        match mr {
+            6 => tile_neon::<6>(a, k, b, tile),
+            5 => tile_neon::<5>(a, k, b, tile),
+            4 => tile_neon::<4>(a, k, b, tile),
+            3 => tile_neon::<3>(a, k, b, tile),
+            2 => tile_neon::<2>(a, k, b, tile),
+            _ => tile_neon::<1>(a, k, b, tile),
+        }
+    }
+
+    /// `R` rows x 16 columns in 4 x `R` accumulators (24 of the 32 registers at `R` = 6): per
+    /// `k`, four loads of the panel and one scalar per row feed `4 R` independent `fmla`s.
+    #[inline]
+    unsafe fn tile_neon<const R: usize>(
+        a: *const f32,
+        k: usize,
+        b: *const f32,
+        tile: &mut [f32; TILE],
+    ) {
+        debug_assert!(R <= MR);
+        let mut acc = [[vdupq_n_f32(0.0); 4]; R];
+        for kk in 0..k {
+            let bp = b.add(kk * NR);
+            let bv = [
+                vld1q_f32(bp),
+                vld1q_f32(bp.add(4)),
+                vld1q_f32(bp.add(8)),
+                vld1q_f32(bp.add(12)),
+            ];
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = *a.add(r * k + kk);
+                for (c, &bq) in row.iter_mut().zip(&bv) {
+                    *c = vfmaq_n_f32(*c, bq, av);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (q, c) in row.iter().enumerate() {
+                vst1q_f32(tile.as_mut_ptr().add(r * 2 * NR + q * 4), *c);
+            }
         }
     }
 }

@@ -30,10 +30,10 @@ macro_rules! simd_fn {
             #[cfg(target_arch = "x86_64")]
             {
                 // SAFETY: the level was detected at run time (`Isa::detect`).
-                if isa >= $crate::engine::Isa::Avx512 {
+                if isa.has_avx512() {
                     return unsafe { v512($($arg),*) };
                 }
-                if isa >= $crate::engine::Isa::Avx2 {
+                if isa.has_avx2() {
                     return unsafe { v256($($arg),*) };
                 }
             }

@@ -5,17 +5,18 @@
 //! allocates a tensor for each (about 1460 heap allocations per hop, measured) and has no int8
 //! matrix product on the CPU. This engine computes the same function (tests compare it with
 //! the candle encoder, which is itself checked against a PyTorch reference) from packed weights:
-//! - [`gemm`]: f32 `x W^T + b` for AVX-512 and AVX2+FMA, with a portable fallback;
+//! - [`gemm`]: f32 `x W^T + b` for AVX-512, AVX2+FMA and NEON, with a portable fallback;
 //! - [`qgemm`]: int8 weights (per output channel) times int8 activations (per token, dynamic),
-//!   for AVX-512 VNNI and AVX2, with a portable fallback; integer sums are exact, so every
+//!   for AVX-512 VNNI, AVX2 and NEON `sdot`, with a portable fallback; integer sums are exact, so every
 //!   path gives the same bits;
 //! - [`math`]: layer norm, softmax, exact-erf GELU in branch-free forms the compiler vectorises;
 //! - [`encoder`]: the ViT forward in preallocated [`encoder::Scratch`]; nothing is allocated per
 //!   call.
 //!
-//! The kernels are chosen at run time ([`Isa::detect`]); `AJEPA_ISA=scalar|avx2|avx512|vnni`
-//! caps the choice (for benchmarks and tests of the slower paths). NEON has no kernel yet: ARM
-//! runs the portable fallback, which the compiler auto-vectorises.
+//! The kernels are chosen at run time ([`Isa::detect`]); `AJEPA_ISA=scalar|avx2|avx512|neon`
+//! caps the choice (for benchmarks and tests of the slower paths). On AArch64 the f32 product
+//! has a NEON kernel and the int8 one an `sdot` kernel (dot-product extension); the
+//! element-wise functions are the portable code, which the compiler vectorises for NEON.
 
 pub mod encoder;
 pub mod gemm;
@@ -25,11 +26,13 @@ pub mod threads;
 
 pub use encoder::{FastEncoder, Precision, Scratch};
 
-/// Instruction-set levels with a kernel, in increasing order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+/// Instruction-set levels with a kernel. The x86-64 and AArch64 levels never meet: a CPU only
+/// ever reports those of its own architecture, and the kernels test capabilities
+/// ([`Isa::has_avx2`], [`Isa::has_neon`], ...) rather than comparing levels across them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Isa {
-    /// Plain Rust, any CPU.
+    /// Plain Rust, any CPU (auto-vectorised for the architecture's baseline: SSE2, or NEON).
     Scalar,
     /// AVX2 and FMA (x86-64 since 2013).
     Avx2,
@@ -37,18 +40,31 @@ pub enum Isa {
     Avx512,
     /// AVX-512 with VNNI (`vpdpbusd`: 64 int8 products per instruction).
     Avx512Vnni,
+    /// AArch64 Advanced SIMD (every 64-bit ARM CPU): f32 register-tiled kernel.
+    Neon,
+    /// NEON with the Armv8.2 dot-product extension (`sdot`: 16 int8 products per instruction):
+    /// Cortex-A76 (Raspberry Pi 5), A78AE (Jetson Orin), Apple M1 and later.
+    NeonDot,
 }
 
 impl Isa {
-    /// The best level this CPU supports, capped by `AJEPA_ISA` when set.
+    /// The best level this CPU supports, capped by `AJEPA_ISA` when set
+    /// (`scalar`, `avx2`, `avx512`, `neon`; anything else: no cap).
     pub fn detect() -> Self {
         let best = Self::supported();
-        match std::env::var("AJEPA_ISA").ok().as_deref() {
+        let cap = match std::env::var("AJEPA_ISA").ok().as_deref() {
             Some("scalar") => Isa::Scalar,
-            Some("avx2") => best.min(Isa::Avx2),
-            Some("avx512") => best.min(Isa::Avx512),
-            _ => best,
-        }
+            Some("avx2") => Isa::Avx2,
+            Some("avx512") => Isa::Avx512,
+            Some("neon") => Isa::Neon,
+            _ => return best,
+        };
+        // The cap applies within this CPU's own list of levels (weakest first).
+        Self::all_supported()
+            .into_iter()
+            .rev()
+            .find(|&i| i.rank() <= cap.rank())
+            .unwrap_or(Isa::Scalar)
     }
 
     /// The best level this CPU supports.
@@ -69,16 +85,56 @@ impl Isa {
                 return Isa::Avx2;
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                return Isa::NeonDot;
+            }
+            return Isa::Neon;
+        }
+        #[allow(unreachable_code)]
         Isa::Scalar
     }
 
-    /// Every level this CPU can run (for tests that compare each with the reference).
+    /// Every level this CPU can run, weakest first (for tests that compare each with the
+    /// reference).
     pub fn all_supported() -> Vec<Isa> {
         let best = Self::supported();
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni]
-            .into_iter()
-            .filter(|&i| i <= best)
+        let ladder: &[Isa] = if best.has_neon() {
+            &[Isa::Scalar, Isa::Neon, Isa::NeonDot]
+        } else {
+            &[Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni]
+        };
+        ladder
+            .iter()
+            .copied()
+            .filter(|i| i.rank() <= best.rank())
             .collect()
+    }
+
+    /// Position within its architecture's ladder.
+    fn rank(self) -> u8 {
+        match self {
+            Isa::Scalar => 0,
+            Isa::Avx2 | Isa::Neon => 1,
+            Isa::Avx512 | Isa::NeonDot => 2,
+            Isa::Avx512Vnni => 3,
+        }
+    }
+
+    /// AVX2 and FMA kernels can run.
+    pub fn has_avx2(self) -> bool {
+        matches!(self, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni)
+    }
+
+    /// AVX-512 F/BW kernels can run.
+    pub fn has_avx512(self) -> bool {
+        matches!(self, Isa::Avx512 | Isa::Avx512Vnni)
+    }
+
+    /// NEON kernels can run.
+    pub fn has_neon(self) -> bool {
+        matches!(self, Isa::Neon | Isa::NeonDot)
     }
 
     pub fn name(self) -> &'static str {
@@ -87,6 +143,8 @@ impl Isa {
             Isa::Avx2 => "avx2+fma",
             Isa::Avx512 => "avx512",
             Isa::Avx512Vnni => "avx512-vnni",
+            Isa::Neon => "neon",
+            Isa::NeonDot => "neon+dotprod",
         }
     }
 }

@@ -23,9 +23,14 @@ const MR: usize = 6;
 #[derive(Debug, Clone)]
 enum Layout {
     Portable,
-    /// Panels of 16 columns, `[kp / 4][16][4]` i8.
+    /// Panels of 16 columns, `[kp / 4][16][4]` i8 (AVX-512 VNNI).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Vnni(Vec<i8>),
+    /// The same panels for NEON `sdot` (signed activations: no offset).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    Dot(Vec<i8>),
     /// Panels of 8 columns, `[kp / 2][8][2]` i16.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Avx2(Vec<i16>),
 }
 
@@ -111,22 +116,25 @@ impl PackedQ8 {
                 0
             }
         };
-        let layout = match isa {
-            Isa::Avx512Vnni => {
-                let np = n.div_ceil(16);
-                let mut v = vec![0i8; np * kp * 16];
-                for p in 0..np {
-                    for k4 in 0..kp / 4 {
-                        for j in 0..16 {
-                            for t in 0..4 {
-                                v[((p * (kp / 4) + k4) * 16 + j) * 4 + t] =
-                                    at(p * 16 + j, k4 * 4 + t);
-                            }
+        // `[kp / 4][16][4]` panels: four consecutive `k` of one column are the four bytes one
+        // `vpdpbusd` / `sdot` lane multiplies with four bytes of an activation row.
+        let quads = || {
+            let np = n.div_ceil(16);
+            let mut v = vec![0i8; np * kp * 16];
+            for p in 0..np {
+                for k4 in 0..kp / 4 {
+                    for j in 0..16 {
+                        for t in 0..4 {
+                            v[((p * (kp / 4) + k4) * 16 + j) * 4 + t] = at(p * 16 + j, k4 * 4 + t);
                         }
                     }
                 }
-                Layout::Vnni(v)
             }
+            v
+        };
+        let layout = match isa {
+            Isa::Avx512Vnni => Layout::Vnni(quads()),
+            Isa::NeonDot => Layout::Dot(quads()),
             Isa::Avx2 | Isa::Avx512 => {
                 let np = n.div_ceil(8);
                 let mut v = vec![0i16; np * kp * 8];
@@ -142,7 +150,8 @@ impl PackedQ8 {
                 }
                 Layout::Avx2(v)
             }
-            Isa::Scalar => Layout::Portable,
+            // Plain NEON has no 8-bit dot product; int8 does not pay there (`int8_compute`).
+            Isa::Scalar | Isa::Neon => Layout::Portable,
         };
         Self {
             n,
@@ -193,7 +202,7 @@ pub fn quantize_activations(w: &PackedQ8, a: &[f32], m: usize, q: &mut [i8], sca
         0
     };
     #[cfg(target_arch = "x86_64")]
-    if w.isa >= Isa::Avx512 {
+    if w.isa.has_avx512() {
         let (k, kp) = (w.k, w.kp);
         for r in 0..m {
             let row = &mut q[r * kp..(r + 1) * kp];
@@ -288,6 +297,20 @@ pub unsafe fn qgemm_cols(
                     unsafe { x86::tile_avx2(&qa[r0 * kp..], kp, mr, panel, &mut tile) };
                     let width = 8.min(cols.end - p * 8);
                     epilogue(w, &tile, sa, r0, mr, p * 8, width, out, accumulate, 0);
+                }
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        Layout::Dot(packed) => {
+            for p in cols.start / 16..cols.end.div_ceil(16) {
+                let panel = &packed[p * kp * 16..(p + 1) * kp * 16];
+                for r0 in (0..m).step_by(MR) {
+                    let mr = MR.min(m - r0);
+                    // SAFETY: packed with Isa::NeonDot, detected at run time; the panel holds
+                    // kp * 16 bytes and the rows mr * kp.
+                    unsafe { neon::tile_dot(&qa[r0 * kp..], kp, mr, panel, &mut tile) };
+                    let width = 16.min(cols.end - p * 16);
+                    epilogue(w, &tile, sa, r0, mr, p * 16, width, out, accumulate, 0);
                 }
             }
         }
@@ -514,6 +537,72 @@ mod x86 {
         }
         for (r, acc) in acc.iter().enumerate() {
             _mm256_storeu_si256(tile.as_mut_ptr().add(r * 32) as *mut _, *acc);
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::MR;
+    use std::arch::aarch64::*;
+
+    #[target_feature(enable = "dotprod")]
+    pub(super) unsafe fn tile_dot(
+        qa: &[i8],
+        kp: usize,
+        mr: usize,
+        panel: &[i8],
+        tile: &mut [i32; MR * 32],
+    ) {
+        let (a, b) = (qa.as_ptr(), panel.as_ptr());
+        match mr {
+            6 => dot::<6>(a, kp, b, tile),
+            5 => dot::<5>(a, kp, b, tile),
+            4 => dot::<4>(a, kp, b, tile),
+            3 => dot::<3>(a, kp, b, tile),
+            2 => dot::<2>(a, kp, b, tile),
+            _ => dot::<1>(a, kp, b, tile),
+        }
+    }
+
+    /// `R` rows x 16 columns in 4 x `R` accumulators: per quad of `k`, four loads of the panel
+    /// (4 columns x 4 bytes each) and each row's four bytes broadcast feed `4 R` `sdot`s.
+    /// `sdot` is written in assembly: its intrinsic (`vdotq_s32`) is not stable Rust yet.
+    #[inline]
+    #[target_feature(enable = "dotprod")]
+    unsafe fn dot<const R: usize>(
+        a: *const i8,
+        kp: usize,
+        b: *const i8,
+        tile: &mut [i32; MR * 32],
+    ) {
+        let mut acc = [[vdupq_n_s32(0); 4]; R];
+        for k4 in 0..kp / 4 {
+            let bp = b.add(k4 * 64);
+            let bv = [
+                vld1q_s8(bp),
+                vld1q_s8(bp.add(16)),
+                vld1q_s8(bp.add(32)),
+                vld1q_s8(bp.add(48)),
+            ];
+            for (r, row) in acc.iter_mut().enumerate() {
+                let quad = (a.add(r * kp + k4 * 4) as *const i32).read_unaligned();
+                let av = vreinterpretq_s8_s32(vdupq_n_s32(quad));
+                for (c, &bq) in row.iter_mut().zip(&bv) {
+                    std::arch::asm!(
+                        "sdot {acc:v}.4s, {w:v}.16b, {x:v}.16b",
+                        acc = inout(vreg) *c,
+                        w = in(vreg) bq,
+                        x = in(vreg) av,
+                        options(pure, nomem, nostack, preserves_flags)
+                    );
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (q, c) in row.iter().enumerate() {
+                vst1q_s32(tile.as_mut_ptr().add(r * 32 + q * 4), *c);
+            }
         }
     }
 }

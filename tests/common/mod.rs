@@ -79,15 +79,23 @@ pub fn encoder(cfg: &EncoderConfig, tensors: &HashMap<String, Tensor>) -> Encode
 }
 
 /// Runs the `ajepa` binary, asserts it succeeded (showing its stderr if not), returns stdout.
+/// `AJEPA_TEST_RUNNER` (e.g. `qemu-aarch64`, set by scripts/aarch64.sh) runs it through an
+/// emulator when the tests were built for another architecture.
 pub fn ajepa<I, S>(args: I) -> String
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ajepa"))
-        .args(args)
-        .output()
-        .unwrap();
+    let bin = env!("CARGO_BIN_EXE_ajepa");
+    let mut cmd = match std::env::var_os("AJEPA_TEST_RUNNER") {
+        Some(runner) => {
+            let mut c = std::process::Command::new(runner);
+            c.arg(bin);
+            c
+        }
+        None => std::process::Command::new(bin),
+    };
+    let out = cmd.args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
