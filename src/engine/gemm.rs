@@ -206,23 +206,11 @@ mod x86 {
         let b0 = first.as_ptr();
         let b1 = if pw == 2 { w.panel(p + 1).as_ptr() } else { b0 };
         let a = a.as_ptr();
-        macro_rules! go {
-            ($mr:literal) => {
-                if pw == 2 {
-                    tile_avx512::<$mr, 2>(a, k, b0, b1, tile)
-                } else {
-                    tile_avx512::<$mr, 1>(a, k, b0, b1, tile)
-                }
-            };
-        }
-        match mr {
-            6 => go!(6),
-            5 => go!(5),
-            4 => go!(4),
-            3 => go!(3),
-            2 => go!(2),
-            _ => go!(1),
-        }
+        crate::engine::with_rows!(mr, R => if pw == 2 {
+            tile_avx512::<R, 2>(a, k, b0, b1, tile)
+        } else {
+            tile_avx512::<R, 1>(a, k, b0, b1, tile)
+        })
     }
 
     #[inline]
@@ -263,14 +251,7 @@ mod x86 {
         tile: &mut [f32; TILE],
     ) {
         let (a, b) = (a.as_ptr(), panel.as_ptr());
-        match mr {
-            6 => tile_avx2::<6>(a, k, b, tile),
-            5 => tile_avx2::<5>(a, k, b, tile),
-            4 => tile_avx2::<4>(a, k, b, tile),
-            3 => tile_avx2::<3>(a, k, b, tile),
-            2 => tile_avx2::<2>(a, k, b, tile),
-            _ => tile_avx2::<1>(a, k, b, tile),
-        }
+        crate::engine::with_rows!(mr, R => tile_avx2::<R>(a, k, b, tile))
     }
 
     #[inline]
@@ -314,14 +295,7 @@ mod neon {
         tile: &mut [f32; TILE],
     ) {
         let (a, b) = (a.as_ptr(), panel.as_ptr());
-        match mr {
-            6 => tile_neon::<6>(a, k, b, tile),
-            5 => tile_neon::<5>(a, k, b, tile),
-            4 => tile_neon::<4>(a, k, b, tile),
-            3 => tile_neon::<3>(a, k, b, tile),
-            2 => tile_neon::<2>(a, k, b, tile),
-            _ => tile_neon::<1>(a, k, b, tile),
-        }
+        crate::engine::with_rows!(mr, R => tile_neon::<R>(a, k, b, tile))
     }
 
     /// `R` rows x 16 columns in 4 x `R` accumulators (24 of the 32 registers at `R` = 6): per

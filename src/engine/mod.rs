@@ -18,6 +18,42 @@
 //! has a NEON kernel and the int8 one an `sdot` kernel (dot-product extension); the
 //! element-wise functions are the portable code, which the compiler vectorises for NEON.
 
+/// Evaluates `$body` with the constant `$r` bound to `$mr` (1 to 6: the rows of a micro-tile,
+/// `MR` in [`gemm`] and [`qgemm`]). The kernels take the row count as a const generic so that
+/// their accumulator arrays are unrolled into registers; this is the one place that turns the
+/// run-time count into it.
+macro_rules! with_rows {
+    ($mr:expr, $r:ident => $body:expr) => {
+        match $mr {
+            6 => {
+                const $r: usize = 6;
+                $body
+            }
+            5 => {
+                const $r: usize = 5;
+                $body
+            }
+            4 => {
+                const $r: usize = 4;
+                $body
+            }
+            3 => {
+                const $r: usize = 3;
+                $body
+            }
+            2 => {
+                const $r: usize = 2;
+                $body
+            }
+            _ => {
+                const $r: usize = 1;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_rows;
+
 pub mod encoder;
 pub mod gemm;
 pub mod math;

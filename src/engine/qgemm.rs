@@ -445,23 +445,11 @@ mod x86 {
         tile: &mut [i32; MR * 32],
     ) {
         let (a, b0, b1) = (qa.as_ptr(), first.as_ptr(), second.as_ptr());
-        macro_rules! go {
-            ($r:literal) => {
-                if pw == 2 {
-                    vnni::<$r, 2>(a, kp, b0, b1, tile)
-                } else {
-                    vnni::<$r, 1>(a, kp, b0, b1, tile)
-                }
-            };
-        }
-        match mr {
-            6 => go!(6),
-            5 => go!(5),
-            4 => go!(4),
-            3 => go!(3),
-            2 => go!(2),
-            _ => go!(1),
-        }
+        crate::engine::with_rows!(mr, R => if pw == 2 {
+            vnni::<R, 2>(a, kp, b0, b1, tile)
+        } else {
+            vnni::<R, 1>(a, kp, b0, b1, tile)
+        })
     }
 
     /// `R` rows x `P` panels of 16 columns: per quad of `k`, one broadcast of each row's four
@@ -505,14 +493,7 @@ mod x86 {
         tile: &mut [i32; MR * 32],
     ) {
         let (a, b) = (qa.as_ptr(), panel.as_ptr());
-        match mr {
-            6 => avx2::<6>(a, kp, b, tile),
-            5 => avx2::<5>(a, kp, b, tile),
-            4 => avx2::<4>(a, kp, b, tile),
-            3 => avx2::<3>(a, kp, b, tile),
-            2 => avx2::<2>(a, kp, b, tile),
-            _ => avx2::<1>(a, kp, b, tile),
-        }
+        crate::engine::with_rows!(mr, R => avx2::<R>(a, kp, b, tile))
     }
 
     /// `R` rows x 8 columns: each row's pair of bytes widened to i16 and broadcast, times the
@@ -555,14 +536,7 @@ mod neon {
         tile: &mut [i32; MR * 32],
     ) {
         let (a, b) = (qa.as_ptr(), panel.as_ptr());
-        match mr {
-            6 => dot::<6>(a, kp, b, tile),
-            5 => dot::<5>(a, kp, b, tile),
-            4 => dot::<4>(a, kp, b, tile),
-            3 => dot::<3>(a, kp, b, tile),
-            2 => dot::<2>(a, kp, b, tile),
-            _ => dot::<1>(a, kp, b, tile),
-        }
+        crate::engine::with_rows!(mr, R => dot::<R>(a, kp, b, tile))
     }
 
     /// `R` rows x 16 columns in 4 x `R` accumulators: per quad of `k`, four loads of the panel
