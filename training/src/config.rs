@@ -108,6 +108,12 @@ pub struct OptimSection {
     pub explode_factor: f64,
     /// Arithmetic of the forward and backward passes; see [`Precision`].
     pub precision: Precision,
+    /// A wall-clock horizon in minutes (`--minutes`): the learning-rate, weight-decay, EMA and
+    /// mask schedules follow the elapsed training time instead of the step count, and the run
+    /// ends when they end, however fast the machine is (as the PyTorch reference run does).
+    /// `steps` is then only an upper bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minutes: Option<f64>,
 }
 
 /// `[optim] precision`: how the step computes. Parameters, optimiser moments, the EMA target
@@ -149,6 +155,7 @@ impl Default for OptimSection {
             loss: LossKind::Mse,
             explode_factor: 50.0,
             precision: Precision::F32,
+            minutes: None,
         }
     }
 }
@@ -166,6 +173,31 @@ pub struct DataSection {
     pub prefetch: usize,
     /// How crops are drawn; see [`Sampling`].
     pub sampling: Sampling,
+    /// Where the audio comes from, each with its share of the crops (`[[data.sources]]`);
+    /// `--data` on the command line replaces them.
+    pub sources: Vec<SourceSpec>,
+}
+
+/// `[[data.sources]]`: one source of pretraining audio.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// A folder (recursive), a CSV with a `filename` column, or a shard folder; a relative path
+    /// is taken from the working directory.
+    pub path: std::path::PathBuf,
+    /// Share of the crops drawn from this source, relative to the other sources' weights.
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// For a CSV with a `fold` column: only these folds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folds: Option<Vec<u32>>,
+    /// For a CSV: only rows where this column equals the value, `"esc10=True"`.
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub where_: Option<String>,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// How training crops are drawn from the clips.
@@ -179,8 +211,14 @@ pub enum Sampling {
     Clip,
     /// Clips drawn in proportion to their sound (digital silence at either end trimmed), and a
     /// crop longer than the clip filled with further clips, end to end, as a stream would hear
-    /// them one after another. No padding is ever a target.
+    /// them one after another. No padding is ever a target, but a target across the seam between
+    /// two strangers cannot be predicted (most crops are such mosaics when the corpus has many
+    /// short clips, as the spoken digits).
     Duration,
+    /// Every clip of a source equally likely (as the PyTorch reference run draws), a random crop
+    /// of its sound (digital silence at either end trimmed); a clip with less sound than a crop
+    /// is tiled with itself from a random offset, never glued to another clip.
+    Tile,
 }
 
 impl Default for DataSection {
@@ -190,7 +228,8 @@ impl Default for DataSection {
             gain_jitter_db: 6.0,
             loader_threads: 1,
             prefetch: 4,
-            sampling: Sampling::Duration,
+            sampling: Sampling::Tile,
+            sources: Vec::new(),
         }
     }
 }
@@ -208,6 +247,21 @@ pub struct RunSection {
     pub rank_clips: usize,
     /// Effective rank (RankMe) of token embeddings below which a collapse warning is raised.
     pub rank_warn: f64,
+    /// Which encoder `encoder.safetensors` is (both are always saved beside it).
+    pub export: ExportEncoder,
+}
+
+/// `[run] export`: the encoder a run hands to users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportEncoder {
+    /// The context encoder, which the optimiser trains (what the PyTorch reference probes; in
+    /// short runs the EMA target, whose momentum starts at 0.996, still holds much of its
+    /// random initialisation: see docs/runs).
+    #[default]
+    Context,
+    /// The EMA target encoder (I-JEPA's choice for long runs).
+    Target,
 }
 
 impl Default for RunSection {
@@ -219,6 +273,7 @@ impl Default for RunSection {
             rank_every: 100,
             rank_clips: 64,
             rank_warn: 2.0,
+            export: ExportEncoder::Context,
         }
     }
 }
@@ -285,6 +340,14 @@ impl TrainConfig {
                 "steps and batch_size must be positive".into(),
             );
         }
+        if let Some(m) = o.minutes {
+            if !(m.is_finite() && m > 0.0 && m <= 60.0 * 24.0 * 365.0) {
+                return invalid(
+                    "optim.minutes",
+                    format!("{m} must be a positive number of minutes (at most a year)"),
+                );
+            }
+        }
         if !(o.lr > 0.0 && o.start_lr >= 0.0 && o.final_lr >= 0.0) {
             return invalid("optim.lr", "learning rates must be positive".into());
         }
@@ -319,6 +382,34 @@ impl TrainConfig {
                 "need at least one loader thread and one batch of prefetch".into(),
             );
         }
+        for (i, src) in d.sources.iter().enumerate() {
+            if !(src.weight.is_finite() && src.weight >= 0.0) {
+                return invalid(
+                    "data.sources.weight",
+                    format!(
+                        "source {} ({}): weight {} must be >= 0",
+                        i + 1,
+                        src.path.display(),
+                        src.weight
+                    ),
+                );
+            }
+            if let Some(w) = &src.where_ {
+                if audio_jepa::finetune::labeled::parse_where(w).is_err() {
+                    return invalid(
+                        "data.sources.where",
+                        format!(
+                            "source {} ({}): `{w}` is not COLUMN=VALUE",
+                            i + 1,
+                            src.path.display()
+                        ),
+                    );
+                }
+            }
+        }
+        if !d.sources.is_empty() && d.sources.iter().all(|s| s.weight == 0.0) {
+            return invalid("data.sources.weight", "every source has weight 0".into());
+        }
         if self.run.log_every == 0 || self.run.checkpoint_every == 0 {
             return invalid(
                 "run.log_every",
@@ -331,6 +422,15 @@ impl TrainConfig {
     /// Warm-up steps.
     pub fn warmup_steps(&self) -> u64 {
         (self.optim.steps as f64 * self.optim.warmup_frac).round() as u64
+    }
+
+    /// How far through its schedules a run is, in `[0, 1]`: step over steps, or, with a
+    /// wall-clock horizon, elapsed training seconds over the horizon.
+    pub fn progress(&self, step: u64, elapsed_s: f64) -> f64 {
+        match self.optim.minutes {
+            Some(m) => (elapsed_s / (m * 60.0)).clamp(0.0, 1.0),
+            None => (step as f64 / self.optim.steps.max(1) as f64).clamp(0.0, 1.0),
+        }
     }
 }
 

@@ -273,7 +273,15 @@ impl Jepa {
         out
     }
 
-    /// The target (EMA) encoder's tensors without prefix: the encoder a user gets.
+    /// The context (online) encoder's tensors without prefix.
+    pub fn context_encoder_tensors(&self) -> HashMap<String, Tensor> {
+        sorted_vars(&self.context_vars)
+            .into_iter()
+            .map(|(k, v)| (k, v.as_tensor().clone()))
+            .collect()
+    }
+
+    /// The target (EMA) encoder's tensors without prefix.
     pub fn target_encoder_tensors(&self) -> HashMap<String, Tensor> {
         sorted_vars(&self.target_vars)
             .into_iter()

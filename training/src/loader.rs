@@ -6,7 +6,7 @@
 //! bounded channel, and the step reads the channels in turn, so the order (and a resumed run)
 //! is exactly reproducible whatever the threads' timing, and memory is bounded by the prefetch.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::config::{Sampling, TrainConfig};
 use crate::features::ClipFeatures;
-use crate::masks::{sample_for_step, BatchMasks};
+use crate::masks::{sample_with_probability, BatchMasks};
 
 pub struct Batch {
     pub step: u64,
@@ -28,17 +28,41 @@ pub struct Batch {
     pub masks: BatchMasks,
 }
 
-/// The clips with what sampling needs: the span of each clip that is not digital silence, and
-/// the cumulative span lengths for drawing in proportion to duration.
+/// The clips with what sampling needs: the span of each clip that is not digital silence, the
+/// source each clip came from, and per source the weight and the cumulative span lengths (for
+/// drawing in proportion to duration).
 pub struct Corpus {
     pub clips: Vec<ClipFeatures>,
     /// `[first, end)` frames of each clip above the log floor (empty for an all-silent clip).
     pub spans: Vec<(usize, usize)>,
+    sources: Vec<SourceClips>,
+    /// Cumulative source weights (the last is the total).
+    source_cum: Vec<f64>,
+}
+
+/// The clips of one source.
+struct SourceClips {
+    /// Indices into `Corpus::clips`.
+    clips: Vec<usize>,
+    /// Cumulative active frames of `clips`.
     cum: Vec<u64>,
 }
 
 impl Corpus {
+    /// One source: every clip is drawn from the same pool.
     pub fn new(clips: Vec<ClipFeatures>, cfg: &TrainConfig) -> Self {
+        let n = clips.len();
+        Self::with_sources(clips, vec![0; n], &[1.0], cfg)
+    }
+
+    /// Clips of several sources: `source_of[i]` is clip `i`'s source, `weights[s]` the share of
+    /// crops drawn from source `s` (normalised here; a source without clips is never drawn).
+    pub fn with_sources(
+        clips: Vec<ClipFeatures>,
+        source_of: Vec<usize>,
+        weights: &[f64],
+        cfg: &TrainConfig,
+    ) -> Self {
         let n_mels = cfg.frontend.n_mels;
         // A frame of digital silence has every bin at the floor (the front end clamps there).
         let floor = cfg.frontend.log_floor.ln() + 1e-3;
@@ -56,15 +80,36 @@ impl Corpus {
                 }
             })
             .collect();
-        let mut total = 0u64;
-        let cum = spans
+        let mut sources: Vec<SourceClips> = (0..weights.len())
+            .map(|_| SourceClips {
+                clips: Vec::new(),
+                cum: Vec::new(),
+            })
+            .collect();
+        for (i, &s) in source_of.iter().enumerate() {
+            if let Some(src) = sources.get_mut(s) {
+                let total = src.cum.last().copied().unwrap_or(0);
+                src.clips.push(i);
+                src.cum.push(total + (spans[i].1 - spans[i].0) as u64);
+            }
+        }
+        let mut total = 0.0;
+        let source_cum = sources
             .iter()
-            .map(|(a, b)| {
-                total += (b - a) as u64;
+            .zip(weights)
+            .map(|(src, &w)| {
+                if !src.clips.is_empty() && w.is_finite() && w > 0.0 {
+                    total += w;
+                }
                 total
             })
             .collect();
-        Self { clips, spans, cum }
+        Self {
+            clips,
+            spans,
+            sources,
+            source_cum,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -77,17 +122,43 @@ impl Corpus {
 
     /// Frames of sound over all clips.
     pub fn active_frames(&self) -> u64 {
-        self.cum.last().copied().unwrap_or(0)
+        self.sources
+            .iter()
+            .map(|s| s.cum.last().copied().unwrap_or(0))
+            .sum()
     }
 
-    /// A clip index drawn in proportion to its span.
+    /// A source drawn by weight (the first non-empty one if no weight is positive).
+    fn draw_source(&self, rng: &mut impl Rng) -> &SourceClips {
+        let total = self.source_cum.last().copied().unwrap_or(0.0);
+        if total > 0.0 {
+            let x = rng.gen_range(0.0..total);
+            let k = self.source_cum.partition_point(|&c| c <= x);
+            if let Some(s) = self.sources.get(k).filter(|s| !s.clips.is_empty()) {
+                return s;
+            }
+        }
+        self.sources
+            .iter()
+            .find(|s| !s.clips.is_empty())
+            .unwrap_or(&self.sources[0])
+    }
+
+    /// A clip index: a source by weight, then a clip of it in proportion to its span.
     fn draw(&self, rng: &mut impl Rng) -> usize {
-        let total = self.active_frames();
+        let src = self.draw_source(rng);
+        let total = src.cum.last().copied().unwrap_or(0);
         if total == 0 {
-            return rng.gen_range(0..self.clips.len());
+            return src.clips[rng.gen_range(0..src.clips.len())];
         }
         let x = rng.gen_range(0..total);
-        self.cum.partition_point(|&c| c <= x)
+        src.clips[src.cum.partition_point(|&c| c <= x)]
+    }
+
+    /// A clip index: a source by weight, then any of its clips, equally likely.
+    fn draw_uniform(&self, rng: &mut impl Rng) -> usize {
+        let src = self.draw_source(rng);
+        src.clips[rng.gen_range(0..src.clips.len())]
     }
 }
 
@@ -166,6 +237,35 @@ fn concat_crop(
     finish_crop(cfg, gain_db, out);
 }
 
+/// A crop of clip `clip` alone: `crop` frames of its sound (digital silence at either end
+/// trimmed) from `start`; a clip with less sound than a crop is repeated end to end from
+/// `start`, as the PyTorch reference tiles the spoken digits. Never another clip's sound.
+fn tile_crop(
+    corpus: &Corpus,
+    cfg: &TrainConfig,
+    clip: usize,
+    start: usize,
+    gain_db: f64,
+    out: &mut Vec<f32>,
+) {
+    let n_mels = cfg.frontend.n_mels;
+    let crop = cfg.data.crop_frames;
+    let c = &corpus.clips[clip];
+    let (a, e) = corpus.spans[clip];
+    out.clear();
+    if e > a {
+        let mut t = start.clamp(a, e - 1);
+        while out.len() < crop * n_mels {
+            let take = (e - t).min(crop - out.len() / n_mels);
+            out.extend_from_slice(&c.data[t * n_mels..(t + take) * n_mels]);
+            t = a;
+        }
+    }
+    let floor = cfg.frontend.log_floor.ln();
+    out.resize(crop * n_mels, floor);
+    finish_crop(cfg, gain_db, out);
+}
+
 /// Gain and normalisation of a crop of raw log-mel frames.
 fn finish_crop(cfg: &TrainConfig, gain_db: f64, out: &mut [f32]) {
     let floor = cfg.frontend.log_floor.ln();
@@ -185,8 +285,14 @@ fn patch_size(cfg: &TrainConfig) -> usize {
     cfg.model.encoder_config().map_or(16, |c| c.patch_size)
 }
 
-/// Makes batch `step` (pure in `(cfg.run.seed, step)`).
+/// Makes batch `step` (pure in `(cfg.run.seed, step)`), its masks at the step's progress.
 pub fn make_batch(corpus: &Corpus, cfg: &TrainConfig, step: u64) -> Batch {
+    make_batch_at(corpus, cfg, step, cfg.progress(step, 0.0))
+}
+
+/// Makes batch `step` with the mask curriculum at `progress` (a wall-clock run's progress is
+/// known only while it runs).
+pub fn make_batch_at(corpus: &Corpus, cfg: &TrainConfig, step: u64, progress: f64) -> Batch {
     let clips = &corpus.clips;
     let mut rng = step_rng(cfg.run.seed, step);
     let b = cfg.optim.batch_size;
@@ -199,8 +305,21 @@ pub fn make_batch(corpus: &Corpus, cfg: &TrainConfig, step: u64) -> Batch {
     for _ in 0..b {
         let j = cfg.data.gain_jitter_db;
         match cfg.data.sampling {
+            Sampling::Tile => {
+                let k = corpus.draw_uniform(&mut rng);
+                let (a, e) = corpus.spans[k];
+                let start = if e - a > crop {
+                    rng.gen_range(a..=e - crop)
+                } else if e > a {
+                    rng.gen_range(a..e)
+                } else {
+                    a
+                };
+                let gain = if j > 0.0 { rng.gen_range(-j..=j) } else { 0.0 };
+                tile_crop(corpus, cfg, k, start, gain, &mut frames);
+            }
             Sampling::Clip => {
-                let clip = &clips[rng.gen_range(0..clips.len())];
+                let clip = &clips[corpus.draw_uniform(&mut rng)];
                 let start = if clip.n_frames > crop {
                     rng.gen_range(0..=clip.n_frames - crop)
                 } else {
@@ -239,10 +358,9 @@ pub fn make_batch(corpus: &Corpus, cfg: &TrainConfig, step: u64) -> Batch {
         }
         patchify_into(&frames, cfg.frontend.n_mels, patch, &mut patches);
     }
-    let masks = sample_for_step(
+    let masks = sample_with_probability(
         &cfg.masks,
-        step,
-        cfg.optim.steps,
+        cfg.masks.tf_probability_at(progress),
         n_freq,
         n_time,
         b,
@@ -267,6 +385,11 @@ pub fn fixed_batch(corpus: &Corpus, cfg: &TrainConfig, n: usize) -> (Vec<f32>, u
     for i in 0..n {
         let k = i * clips.len() / n;
         match cfg.data.sampling {
+            Sampling::Tile => {
+                let (a, e) = corpus.spans[k];
+                let start = a + (e - a).saturating_sub(cfg.data.crop_frames) / 2;
+                tile_crop(corpus, cfg, k, start, 0.0, &mut frames);
+            }
             Sampling::Clip => {
                 let clip = &clips[k];
                 let start = clip.n_frames.saturating_sub(cfg.data.crop_frames) / 2;
@@ -300,6 +423,8 @@ pub struct Loader {
     receivers: Vec<Receiver<Batch>>,
     threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    /// The run's progress (f64 bits) for a wall-clock horizon, set by the training loop.
+    progress: Arc<AtomicU64>,
 }
 
 impl Loader {
@@ -307,17 +432,25 @@ impl Loader {
     pub fn start(clips: Arc<Corpus>, cfg: Arc<TrainConfig>, first: u64) -> Self {
         let w = cfg.data.loader_threads.max(1) as u64;
         let stop = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(AtomicU64::new(0f64.to_bits()));
         let mut receivers = Vec::new();
         let mut threads = Vec::new();
         for k in 0..w {
             let (tx, rx) = bounded(cfg.data.prefetch.max(1));
             receivers.push(rx);
             let (clips, cfg, stop) = (clips.clone(), cfg.clone(), stop.clone());
+            let progress = progress.clone();
             threads.push(std::thread::spawn(move || {
                 // The first step this thread owns at or after `first`.
                 let mut s = first + (k + w - first % w) % w;
                 while s < cfg.optim.steps && !stop.load(Ordering::Relaxed) {
-                    if tx.send(make_batch(&clips, &cfg, s)).is_err() {
+                    // By steps, the batch is a pure function of its step; by wall-clock time,
+                    // its mask curriculum takes the progress the loop last reported.
+                    let p = match cfg.optim.minutes {
+                        Some(_) => f64::from_bits(progress.load(Ordering::Relaxed)),
+                        None => cfg.progress(s, 0.0),
+                    };
+                    if tx.send(make_batch_at(&clips, &cfg, s, p)).is_err() {
                         break;
                     }
                     s += w;
@@ -328,7 +461,13 @@ impl Loader {
             receivers,
             threads,
             stop,
+            progress,
         }
+    }
+
+    /// Reports the run's progress (used by a wall-clock horizon's mask curriculum).
+    pub fn set_progress(&self, p: f64) {
+        self.progress.store(p.to_bits(), Ordering::Relaxed);
     }
 
     /// Batch `step` (blocks until its thread has made it); `None` past the end.

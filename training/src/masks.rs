@@ -116,6 +116,17 @@ impl MaskConfig {
     pub fn tf_probability(&self, step: u64, total: u64) -> f64 {
         curriculum_probability(self.curriculum, self.c0, step, total)
     }
+
+    /// Probability of time-frequency masks at `progress` in `[0, 1]` of the run.
+    pub fn tf_probability_at(&self, progress: f64) -> f64 {
+        const N: u64 = 1 << 30;
+        curriculum_probability(
+            self.curriculum,
+            self.c0,
+            (progress.clamp(0.0, 1.0) * N as f64) as u64,
+            N,
+        )
+    }
 }
 
 /// The curriculum's probability of a time-frequency batch at `step` of `total`.
@@ -333,6 +344,18 @@ pub fn sample_for_step(
     rng: &mut impl Rng,
 ) -> BatchMasks {
     let p = cfg.tf_probability(step, total);
+    sample_with_probability(cfg, p, n_freq, n_time, batch, rng)
+}
+
+/// Samples the kind of a batch (time-frequency with probability `p`), then its masks.
+pub fn sample_with_probability(
+    cfg: &MaskConfig,
+    p: f64,
+    n_freq: usize,
+    n_time: usize,
+    batch: usize,
+    rng: &mut impl Rng,
+) -> BatchMasks {
     let kind = if rng.gen_bool(p.clamp(0.0, 1.0)) {
         MaskKind::TimeFrequency
     } else {

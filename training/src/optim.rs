@@ -2,7 +2,9 @@
 //!
 //! Decoupled weight decay (Loshchilov & Hutter), as PyTorch's `torch.optim.AdamW`:
 //! `p -= lr * wd * p`, then `p -= lr * m_hat / (sqrt(v_hat) + eps)`. As in I-JEPA
-//! (src/helper.py `init_opt`), biases and other 1-D parameters get no weight decay.
+//! (src/helper.py `init_opt`), biases and other 1-D parameters get no weight decay; nor does the
+//! predictor's mask token (as in the PyTorch reference run, ../shared/reference/jepa-pytorch
+//! jepa.py: it is one learned query, not a weight matrix, and decaying it only shrinks it).
 
 use std::collections::HashMap;
 
@@ -39,7 +41,7 @@ impl AdamW {
             .map(|(name, var)| {
                 let zeros = var.as_tensor().zeros_like()?;
                 Ok(Slot {
-                    decay: var.as_tensor().rank() > 1,
+                    decay: var.as_tensor().rank() > 1 && !name.ends_with("mask_token"),
                     m: zeros.clone(),
                     v: zeros,
                     name,

@@ -38,7 +38,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.out.display()
         );
     }
-    let (clips, _) = args.sources.load(&fe)?;
+    let clips = args.sources.load(&fe, &[])?.clips;
     let started = std::time::Instant::now();
     let bar = ProgressBar::new(clips.len() as u64).with_style(
         ProgressStyle::with_template("shards {bar:30} {pos}/{len} clips {elapsed}")

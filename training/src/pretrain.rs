@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use audio_jepa::finetune::labeled::parse_where;
 use audio_jepa::FrontendConfig;
-use audio_jepa_training::config::{Precision, TrainConfig};
+use audio_jepa_training::config::{Precision, SourceSpec, TrainConfig};
 use audio_jepa_training::data::list_audio_where;
 use audio_jepa_training::features::{load_features, ClipFeatures};
 use audio_jepa_training::loader::{fixed_batch, Corpus, Loader};
@@ -40,7 +40,9 @@ pub struct Args {
     /// Override [optim] precision: f32, or bf16 (mixed precision, for GPUs); also on --resume
     #[arg(long, value_parser = parse_precision)]
     precision: Option<Precision>,
-    /// Stop after this many minutes (a checkpoint is written first); the run can be resumed
+    /// A wall-clock horizon: the schedules (learning rate, weight decay, EMA, masks) follow the
+    /// elapsed training time, and the run ends at their end after this many minutes, however
+    /// fast the machine (`[optim] steps` is then only an upper bound). Saved with the run
     #[arg(long)]
     minutes: Option<f64>,
 }
@@ -49,9 +51,13 @@ pub struct Args {
 #[derive(Debug, clap::Args)]
 pub struct Sources {
     /// Audio: a folder (recursive), a CSV with a `filename` column, or a shard folder from
-    /// `prepare`; repeat for several
-    #[arg(long, required = true)]
+    /// `prepare`; repeat for several. Replaces the config's `[[data.sources]]`
+    #[arg(long)]
     pub data: Vec<PathBuf>,
+    /// Share of the crops from each --data source, in order, e.g. 0.8,0.2 (default: all clips
+    /// in one pool)
+    #[arg(long, value_delimiter = ',')]
+    pub weights: Option<Vec<f64>>,
     /// For CSV sources with a `fold` column (ESC-50): only these folds, e.g. 1,2,3
     #[arg(long, value_delimiter = ',')]
     pub folds: Option<Vec<u32>>,
@@ -63,47 +69,118 @@ pub struct Sources {
     pub cache: Option<PathBuf>,
 }
 
+/// The clips of every source, the source of each clip and the sources' weights.
+pub struct Loaded {
+    pub clips: Vec<ClipFeatures>,
+    pub source_of: Vec<usize>,
+    pub weights: Vec<f64>,
+    pub skipped: usize,
+}
+
 impl Sources {
+    /// The sources to read: `--data` (one pool, or one source each with `--weights`), else the
+    /// config's `[[data.sources]]`.
+    pub fn specs(&self, config: &[SourceSpec]) -> anyhow::Result<Vec<SourceSpec>> {
+        if self.data.is_empty() {
+            if config.is_empty() {
+                bail!("no audio: pass --data PATH (or list [[data.sources]] in the config)");
+            }
+            if self.weights.is_some() {
+                bail!("--weights applies to --data sources; the config's sources carry their own weights");
+            }
+            return Ok(config.to_vec());
+        }
+        let where_ = self.where_.as_ref().map(|(c, v)| format!("{c}={v}"));
+        let weights = match &self.weights {
+            None => vec![1.0; self.data.len()],
+            Some(w) if w.len() == self.data.len() => w.clone(),
+            Some(w) => bail!(
+                "--weights has {} values for {} --data sources",
+                w.len(),
+                self.data.len()
+            ),
+        };
+        if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0))
+            || weights.iter().all(|w| *w == 0.0)
+        {
+            bail!("--weights {weights:?}: each must be >= 0 and one positive");
+        }
+        Ok(self
+            .data
+            .iter()
+            .zip(weights)
+            .map(|(path, weight)| SourceSpec {
+                path: path.clone(),
+                weight,
+                folds: self.folds.clone(),
+                where_: where_.clone(),
+            })
+            .collect())
+    }
+
     /// Features of every source: shard folders read as they are (checksums and front end
     /// checked), audio listed, decoded once and cached (with a progress bar; unreadable files are
-    /// reported and skipped). Returns the clips and how many files were skipped.
-    pub fn load(&self, fe: &FrontendConfig) -> anyhow::Result<(Vec<ClipFeatures>, usize)> {
-        let mut sharded = Vec::new();
-        let mut files = Vec::new();
-        for d in &self.data {
+    /// reported and skipped).
+    pub fn load(&self, fe: &FrontendConfig, config: &[SourceSpec]) -> anyhow::Result<Loaded> {
+        let specs = self.specs(config)?;
+        // Without --weights, --data sources form one pool (as before per-source weights).
+        let pooled = !self.data.is_empty() && self.weights.is_none();
+        let mut clips = Vec::new();
+        let mut source_of = Vec::new();
+        let mut skipped_total = 0;
+        let cache = self.cache.clone().unwrap_or_else(default_cache);
+        for (k, spec) in specs.iter().enumerate() {
+            let id = if pooled { 0 } else { k };
+            let d = &spec.path;
             if is_shard_dir(d) {
-                sharded.extend(
-                    read_shards(d, fe)
-                        .with_context(|| format!("reading shards {}", d.display()))?,
-                );
+                let got = read_shards(d, fe)
+                    .with_context(|| format!("reading shards {}", d.display()))?;
+                source_of.extend(std::iter::repeat_n(id, got.len()));
+                clips.extend(got);
                 continue;
             }
-            files.extend(
-                list_audio_where(
-                    d,
-                    self.folds.as_deref(),
-                    self.where_.as_ref().map(|(c, v)| (c.as_str(), v.as_str())),
-                )
-                .with_context(|| format!("listing {}", d.display()))?,
+            let where_ = match &spec.where_ {
+                Some(w) => Some(parse_where(w).map_err(anyhow::Error::msg)?),
+                None => None,
+            };
+            let files = list_audio_where(
+                d,
+                spec.folds.as_deref(),
+                where_.as_ref().map(|(c, v)| (c.as_str(), v.as_str())),
+            )
+            .with_context(|| format!("listing {}", d.display()))?;
+            let bar = ProgressBar::new(files.len() as u64).with_style(
+                ProgressStyle::with_template("features {bar:30} {pos}/{len} files {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
-        }
-        let cache = self.cache.clone().unwrap_or_else(default_cache);
-        let bar = ProgressBar::new(files.len() as u64).with_style(
-            ProgressStyle::with_template("features {bar:30} {pos}/{len} files {elapsed}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        let (mut clips, skipped) =
-            load_features(&files, fe, Some(&cache), |i| bar.set_position(i as u64))?;
-        bar.finish_and_clear();
-        clips.extend(sharded);
-        for (p, why) in &skipped.0 {
-            eprintln!("skipped {}: {why}", p.display());
+            let (got, skipped) =
+                load_features(&files, fe, Some(&cache), |i| bar.set_position(i as u64))?;
+            bar.finish_and_clear();
+            for (p, why) in &skipped.0 {
+                eprintln!("skipped {}: {why}", p.display());
+            }
+            skipped_total += skipped.0.len();
+            source_of.extend(std::iter::repeat_n(id, got.len()));
+            clips.extend(got);
         }
         if clips.is_empty() {
-            bail!("no usable audio in {:?}", self.data);
+            bail!(
+                "no usable audio in {:?}",
+                specs.iter().map(|s| &s.path).collect::<Vec<_>>()
+            );
         }
         eprintln!("features cached in {}", cache.display());
-        Ok((clips, skipped.0.len()))
+        let weights = if pooled {
+            vec![1.0]
+        } else {
+            specs.iter().map(|s| s.weight).collect()
+        };
+        Ok(Loaded {
+            clips,
+            source_of,
+            weights,
+            skipped: skipped_total,
+        })
     }
 }
 
@@ -135,6 +212,9 @@ pub fn default_cache() -> PathBuf {
         .join("audio-jepa/features")
 }
 
+/// `[optim] steps` of a run bounded by `--minutes` alone.
+const UNBOUNDED_STEPS: u64 = 1_000_000_000;
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let dev = device(&args.device)?;
     std::fs::create_dir_all(&args.out)
@@ -159,14 +239,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .as_ref()
             .context("--config is required for a new run")?;
         let mut cfg = TrainConfig::load(path)?;
+        if let Some(m) = args.minutes {
+            cfg.optim.minutes = Some(m);
+            // The clock ends the run; steps only bound it.
+            cfg.optim.steps = UNBOUNDED_STEPS;
+        }
         if let Some(s) = args.steps {
             cfg.optim.steps = s;
         }
         cfg.validate()?;
         Trainer::new(cfg, &dev)?
     };
-    if let (true, Some(s)) = (args.resume, args.steps) {
-        trainer.cfg.optim.steps = s;
+    if args.resume {
+        if let Some(m) = args.minutes {
+            trainer.cfg.optim.minutes = Some(m);
+        }
+        if let Some(s) = args.steps {
+            trainer.cfg.optim.steps = s;
+        }
+        trainer.cfg.validate()?;
     }
     if let Some(p) = args.precision {
         trainer.cfg.optim.precision = p;
@@ -179,7 +270,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let cfg = Arc::new(trainer.cfg.clone());
 
-    let (clips, skipped) = args.sources.load(&cfg.frontend)?;
+    let loaded = args.sources.load(&cfg.frontend, &cfg.data.sources)?;
+    let (clips, skipped) = (loaded.clips, loaded.skipped);
     let frames: usize = clips.iter().map(|c| c.n_frames).sum();
     eprintln!(
         "{} clips ({:.2} h of audio), {skipped} skipped",
@@ -200,7 +292,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cfg.optim.precision,
     );
 
-    let corpus = Corpus::new(clips, &cfg);
+    let corpus = Corpus::with_sources(clips, loaded.source_of, &loaded.weights, &cfg);
     eprintln!(
         "{:.2} h of sound after trimming digital silence; crops drawn by {:?}",
         corpus.active_frames() as f64 * cfg.frontend.frame_shift_ms / 3.6e6,
@@ -220,22 +312,37 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (mut loss_pts, mut rank_t, mut rank_p) = read_curves(&log_path);
 
     let total = cfg.optim.steps;
-    let bar = ProgressBar::new(total)
-        .with_position(trainer.step)
+    let by_time = cfg.optim.minutes.is_some();
+    // By time, the bar counts per mille of the horizon.
+    let bar_len = if by_time { 1000 } else { total };
+    let bar = ProgressBar::new(bar_len)
+        .with_position(if by_time {
+            (cfg.progress(trainer.step, trainer.elapsed_s) * 1000.0) as u64
+        } else {
+            trainer.step
+        })
         .with_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(if by_time {
+                "{bar:30} {percent}% of the horizon, step {msg} [{elapsed}]"
+            } else {
+                "{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]"
+            })
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
     let started = Instant::now();
+    let elapsed_before = trainer.elapsed_s;
     let mut window = (Instant::now(), 0usize);
     let mut loss_acc = (0.0, 0usize);
-    let deadline = args
-        .minutes
-        .map(|m| started + std::time::Duration::from_secs_f64(m * 60.0));
     while trainer.step < total {
         let step = trainer.step;
+        trainer.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+        let progress = cfg.progress(step, trainer.elapsed_s);
+        if by_time && progress >= 1.0 {
+            break;
+        }
+        loader.set_progress(progress);
         let batch = loader.get(step).context("the data loader stopped")?;
-        let stats = match trainer.train_step(&batch) {
+        let stats = match trainer.train_step_at(&batch, progress) {
             Ok(s) => s,
             Err(e) => {
                 bar.abandon();
@@ -258,8 +365,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let secs = window.0.elapsed().as_secs_f64();
             let sps = window.1 as f64 / secs.max(1e-9);
             let mean_loss = loss_acc.0 / loss_acc.1.max(1) as f64;
+            let prefix = if by_time {
+                format!("{done} ")
+            } else {
+                String::new()
+            };
             bar.set_message(format!(
-                "loss {mean_loss:.4} lr {:.2e} ema {:.4} p_tf {:.2} {sps:.1} samples/s",
+                "{prefix}loss {mean_loss:.4} lr {:.2e} ema {:.4} p_tf {:.2} {sps:.1} samples/s",
                 stats.lr, stats.momentum, stats.tf_prob
             ));
             writeln!(
@@ -269,6 +381,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     "step": done, "loss": mean_loss, "lr": stats.lr, "wd": stats.wd,
                     "momentum": stats.momentum, "tf_prob": stats.tf_prob, "mask": stats.mask,
                     "grad_norm": stats.grad_norm, "context_len": stats.context_len,
+                    "progress": stats.progress, "crops": done * cfg.optim.batch_size as u64,
                     "samples_per_s": sps, "elapsed_s": started.elapsed().as_secs_f64(),
                 })
             )?;
@@ -276,7 +389,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             window = (Instant::now(), 0);
             loss_acc = (0.0, 0);
         }
-        bar.set_position(done);
+        bar.set_position(if by_time {
+            (stats.progress * 1000.0) as u64
+        } else {
+            done
+        });
         if cfg.run.rank_every > 0 && (done % cfg.run.rank_every == 0 || done == total) {
             let c = trainer.collapse(&fixed)?;
             writeln!(
@@ -293,8 +410,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 ));
             }
         }
-        let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
-        if done % cfg.run.checkpoint_every == 0 || done == total || out_of_time {
+        if done % cfg.run.checkpoint_every == 0 || done == total {
+            trainer.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
             trainer.save(&args.out)?;
             let _ = write_curves(
                 &args.out.join("curves.png"),
@@ -304,19 +421,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 total as f64,
             );
         }
-        if out_of_time {
-            bar.abandon_with_message(format!(
-                "time limit reached at step {done}; resume with --resume"
-            ));
-            return Ok(());
-        }
     }
+    // The end of the schedule: the final state, whatever the last periodic checkpoint was.
+    trainer.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+    trainer.save(&args.out)?;
+    if cfg.run.rank_every > 0 {
+        let c = trainer.collapse(&fixed)?;
+        writeln!(
+            log,
+            "{}",
+            serde_json::json!({"step": trainer.step, "rank_tokens": c.rank_tokens, "rank_pooled": c.rank_pooled, "spread": c.spread})
+        )?;
+        rank_t.push((trainer.step as f64, c.rank_tokens));
+        rank_p.push((trainer.step as f64, c.rank_pooled));
+    }
+    let _ = write_curves(
+        &args.out.join("curves.png"),
+        &loss_pts,
+        &rank_t,
+        &rank_p,
+        trainer.step as f64,
+    );
     bar.finish();
     eprintln!(
-        "done: {} steps in {:.1} min; encoder {}",
-        total,
-        started.elapsed().as_secs_f64() / 60.0,
-        args.out.join(ENCODER).display()
+        "done: {} steps ({} crops) in {:.1} min of training; encoder {} (the {:?} encoder; both are saved beside it)",
+        trainer.step,
+        trainer.step * cfg.optim.batch_size as u64,
+        trainer.elapsed_s / 60.0,
+        args.out.join(ENCODER).display(),
+        cfg.run.export,
     );
     Ok(())
 }

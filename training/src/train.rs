@@ -11,7 +11,7 @@ use audio_jepa::model::checkpoint::{load_tensors, save_encoder, save_tensors};
 use audio_jepa::model::ModelError;
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::TrainConfig;
+use crate::config::{ExportEncoder, TrainConfig};
 use crate::jepa::{Jepa, MaskTensors};
 use crate::loader::Batch;
 use crate::masks::MaskKind;
@@ -50,6 +50,8 @@ pub struct StepStats {
     pub mask: MaskKind,
     pub grad_norm: f64,
     pub context_len: usize,
+    /// How far through its schedules the run was at this step, in `[0, 1]`.
+    pub progress: f64,
 }
 
 pub struct Trainer {
@@ -58,11 +60,18 @@ pub struct Trainer {
     pub opt: AdamW,
     /// Steps completed.
     pub step: u64,
+    /// Seconds of training so far (over resumes): a wall-clock horizon's clock.
+    pub elapsed_s: f64,
     loss_ema: Option<f64>,
 }
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
+/// The encoder a user gets: a copy of the one `[run] export` names.
 pub const ENCODER: &str = "encoder.safetensors";
+/// The context (online) encoder, the one the optimiser trains.
+pub const CONTEXT_ENCODER: &str = "context_encoder.safetensors";
+/// The EMA target encoder.
+pub const TARGET_ENCODER: &str = "target_encoder.safetensors";
 pub const CONFIG: &str = "config.toml";
 
 impl Trainer {
@@ -89,31 +98,38 @@ impl Trainer {
             jepa,
             opt,
             step: 0,
+            elapsed_s: 0.0,
             loss_ema: None,
         })
     }
 
-    /// Schedules at `step`: (lr, wd, momentum).
-    pub fn schedules(&self, step: u64) -> (f64, f64, f64) {
+    /// Schedules at `progress` in `[0, 1]` of the run: (lr, wd, momentum).
+    pub fn schedules_at(&self, progress: f64) -> (f64, f64, f64) {
         let o = &self.cfg.optim;
-        (
-            schedules::learning_rate(
-                step,
-                self.cfg.warmup_steps(),
-                o.steps,
-                o.start_lr,
-                o.lr,
-                o.final_lr,
-            ),
-            schedules::weight_decay(step, o.steps, o.weight_decay.0, o.weight_decay.1),
-            schedules::ema_momentum(step, o.steps, o.ema.0, o.ema.1),
+        schedules::at_progress(
+            progress,
+            o.warmup_frac,
+            (o.start_lr, o.lr, o.final_lr),
+            o.weight_decay,
+            o.ema,
         )
     }
 
-    /// Runs one step on `batch` (which must be batch number `self.step`).
+    /// Schedules at `step` of a run scheduled by steps: (lr, wd, momentum).
+    pub fn schedules(&self, step: u64) -> (f64, f64, f64) {
+        self.schedules_at(self.cfg.progress(step, 0.0))
+    }
+
+    /// Runs one step on `batch` (which must be batch number `self.step`), scheduled by steps.
     pub fn train_step(&mut self, batch: &Batch) -> Result<StepStats, TrainError> {
+        let progress = self.cfg.progress(self.step, 0.0);
+        self.train_step_at(batch, progress)
+    }
+
+    /// Runs one step on `batch` with the schedules at `progress` in `[0, 1]` of the run.
+    pub fn train_step_at(&mut self, batch: &Batch, progress: f64) -> Result<StepStats, TrainError> {
         let step = self.step;
-        let (lr, wd, momentum) = self.schedules(step);
+        let (lr, wd, momentum) = self.schedules_at(progress);
         let dev = self.jepa.device.clone();
         let p = self.jepa.enc_cfg.patch_len();
         let patches = Tensor::from_slice(&batch.patches, (batch.batch, batch.n_patches, p), &dev)?;
@@ -167,7 +183,8 @@ impl Trainer {
             lr,
             wd,
             momentum,
-            tf_prob: self.cfg.masks.tf_probability(step, self.cfg.optim.steps),
+            tf_prob: self.cfg.masks.tf_probability_at(progress),
+            progress,
             mask: batch.masks.kind,
             grad_norm,
             context_len: batch.masks.context.first().map_or(0, Vec::len),
@@ -193,6 +210,7 @@ impl Trainer {
         let meta = HashMap::from([
             ("format".to_string(), "audio-jepa-pretrain".to_string()),
             ("step".to_string(), self.step.to_string()),
+            ("elapsed_s".to_string(), self.elapsed_s.to_string()),
             (
                 "loss_ema".to_string(),
                 self.loss_ema.unwrap_or(f64::NAN).to_string(),
@@ -207,11 +225,15 @@ impl Trainer {
             path: dir.join(CONFIG),
             reason: e.to_string(),
         })?;
-        save_encoder(
-            &dir.join(ENCODER),
-            &self.jepa.target_encoder_tensors(),
-            &self.jepa.enc_cfg,
-        )?;
+        let context = self.jepa.context_encoder_tensors();
+        let target = self.jepa.target_encoder_tensors();
+        save_encoder(&dir.join(CONTEXT_ENCODER), &context, &self.jepa.enc_cfg)?;
+        save_encoder(&dir.join(TARGET_ENCODER), &target, &self.jepa.enc_cfg)?;
+        let exported = match self.cfg.run.export {
+            ExportEncoder::Context => &context,
+            ExportEncoder::Target => &target,
+        };
+        save_encoder(&dir.join(ENCODER), exported, &self.jepa.enc_cfg)?;
         Ok(())
     }
 
@@ -246,6 +268,11 @@ impl Trainer {
             .load_state(&opt, step)
             .map_err(|e| bad(e.to_string()))?;
         t.step = step;
+        t.elapsed_s = meta
+            .get("elapsed_s")
+            .and_then(|s| s.parse().ok())
+            .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+            .unwrap_or(0.0);
         t.loss_ema = meta
             .get("loss_ema")
             .and_then(|s| s.parse().ok())
