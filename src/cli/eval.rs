@@ -1,12 +1,12 @@
 //! `ajepa eval`: linear-probe accuracy of an encoder on a labeled set, with the baselines
 //! computed by the same command on the same folds (log-mel statistics; a random encoder).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use audio_jepa::engine::{FastEncoder, Isa, Precision};
 use audio_jepa::finetune::labeled::{parse_where, read_csv_where};
-use audio_jepa::finetune::probe::{scores, Probe, ProbeConfig};
+use audio_jepa::finetune::probe::{fit_validated, scores, Probe, ProbeConfig, L2_GRID};
 use audio_jepa::frontend::patches::{normalize, patchify};
 use audio_jepa::frontend::{LogMel, LogMelExtractor};
 use audio_jepa::model::checkpoint::load_encoder_with_quant;
@@ -43,6 +43,87 @@ pub struct Args {
     /// the default for a file written by `ajepa quantize --type q8|q4`)
     #[arg(long, value_parser = parse_precision)]
     precision: Option<Precision>,
+    /// With --model a pretraining run's folder: which of its encoders, `context` (the trained
+    /// one) or `target` (the EMA); default its `encoder.safetensors`
+    #[arg(long, value_parser = ["context", "target"])]
+    encoder: Option<String>,
+    /// Clip embeddings from the tokens: `mean` (whole-clip mean), `meanmax` (mean and max
+    /// concatenated), `freqcat` (per time step the frequency tokens concatenated, then the mean
+    /// over time, as M2D / EVAR); several, comma-separated, give one row each
+    #[arg(long, value_delimiter = ',', default_value = "mean", value_parser = ["mean", "meanmax", "freqcat"])]
+    pool: Vec<String>,
+    /// The training fold on which the probe's L2 is chosen (the probe is then refitted on every
+    /// training fold); default the last of --train-folds when there are two or more
+    #[arg(long)]
+    val_fold: Option<u32>,
+    /// A fixed L2 for the probe instead of choosing it on --val-fold
+    #[arg(long)]
+    l2: Option<f32>,
+}
+
+/// The encoder file named by `--model` and `--encoder`.
+fn model_file(model: &Path, encoder: Option<&str>) -> anyhow::Result<PathBuf> {
+    if model.is_dir() {
+        let name = match encoder {
+            Some("context") => "context_encoder.safetensors",
+            Some(_) => "target_encoder.safetensors",
+            None => "encoder.safetensors",
+        };
+        let f = model.join(name);
+        if !f.is_file() {
+            bail!(
+                "{} holds no {name} (a run from `ajepa-train pretrain` has encoder, context_encoder and target_encoder .safetensors)",
+                model.display()
+            );
+        }
+        return Ok(f);
+    }
+    if encoder.is_some() {
+        bail!(
+            "--encoder picks an encoder of a pretraining run: pass the run's folder as --model, not the file {}",
+            model.display()
+        );
+    }
+    Ok(model.to_path_buf())
+}
+
+/// How clip embeddings are made from an encoder's tokens (time-major: `col * n_freq + row`).
+fn pool_tokens(kind: &str, tokens: &[f32], n_freq: usize, d: usize) -> Vec<f32> {
+    let n = tokens.len() / d;
+    let rows = tokens.chunks_exact(d);
+    match kind {
+        "meanmax" => {
+            let mut mean = vec![0f32; d];
+            let mut max = vec![f32::NEG_INFINITY; d];
+            for r in rows {
+                for ((m, x), v) in mean.iter_mut().zip(max.iter_mut()).zip(r) {
+                    *m += v / n as f32;
+                    *x = x.max(*v);
+                }
+            }
+            mean.extend(max);
+            mean
+        }
+        "freqcat" => {
+            let cols = n / n_freq;
+            let mut out = vec![0f32; n_freq * d];
+            for col in tokens.chunks_exact(n_freq * d) {
+                for (o, v) in out.iter_mut().zip(col) {
+                    *o += v / cols as f32;
+                }
+            }
+            out
+        }
+        _ => {
+            let mut mean = vec![0f32; d];
+            for r in rows {
+                for (m, v) in mean.iter_mut().zip(r) {
+                    *m += v / n as f32;
+                }
+            }
+            mean
+        }
+    }
 }
 
 fn parse_precision(s: &str) -> Result<Precision, String> {
@@ -61,7 +142,8 @@ struct EngineEmbedder<'a> {
 }
 
 impl EngineEmbedder<'_> {
-    fn pooled(
+    /// The clip's output tokens `[n, D]`, time-major.
+    fn tokens(
         &mut self,
         spec: &LogMel,
         fe: &audio_jepa::FrontendConfig,
@@ -81,25 +163,23 @@ impl EngineEmbedder<'_> {
         }
         let (f, scratch) = self.fast.as_mut().expect("built above");
         f.forward(&p.data, scratch)?;
-        Ok(scratch.pooled.clone())
+        Ok(scratch.tokens[..n * self.enc.config().embed_dim].to_vec())
     }
 }
 
-/// A randomly initialised encoder of the same shape, seeded (N(0, 0.02) weights, unit norms).
+/// A randomly initialised encoder of the same shape, seeded, initialised as pretraining does
+/// with the shipped configs: N(0, 0.02) linear weights, a Xavier-uniform patch embedding
+/// (`[model] patch_embed_init = "xavier"`), unit norms, zero biases.
 fn random_like(cfg: &EncoderConfig) -> anyhow::Result<Encoder> {
     let vm = VarMap::new();
     let enc = Encoder::load(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), cfg)?;
     let mut state = 0x1234_5678u64;
-    let mut normal = move || {
-        // Box-Muller on a 64-bit LCG.
-        let mut u = || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        };
-        let (a, b) = (u(), u());
-        ((-2.0 * a.ln()).sqrt() * (2.0 * std::f64::consts::PI * b).cos()) as f32
+    // Uniform in (0, 1) from a 64-bit LCG.
+    let mut uniform = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     };
     let data = vm.data().lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     let mut names: Vec<&String> = data.keys().collect();
@@ -107,25 +187,30 @@ fn random_like(cfg: &EncoderConfig) -> anyhow::Result<Encoder> {
     for name in names {
         let v = &data[name];
         let n = v.elem_count();
-        let t = if name.ends_with(".bias") {
-            Tensor::zeros(v.shape(), DType::F32, &Device::Cpu)?
+        let values: Vec<f32> = if name.ends_with(".bias") {
+            vec![0.0; n]
         } else if name.contains("norm") {
-            Tensor::ones(v.shape(), DType::F32, &Device::Cpu)?
+            vec![1.0; n]
+        } else if name == "patch_embed.proj.weight" {
+            let (fan_out, fan_in) = v.as_tensor().dims2()?;
+            let bound = (6.0 / (fan_in + fan_out) as f64).sqrt();
+            (0..n)
+                .map(|_| (bound * (2.0 * uniform() - 1.0)) as f32)
+                .collect()
         } else {
-            Tensor::from_vec(
-                (0..n).map(|_| 0.02 * normal()).collect::<Vec<f32>>(),
-                v.shape(),
-                &Device::Cpu,
-            )?
+            (0..n)
+                .map(|_| {
+                    // Box-Muller.
+                    let (a, b) = (uniform(), uniform());
+                    (0.02 * (-2.0 * a.ln()).sqrt() * (2.0 * std::f64::consts::PI * b).cos()) as f32
+                })
+                .collect()
         };
-        v.set(&t)?;
+        v.set(&Tensor::from_vec(values, v.shape(), &Device::Cpu)?)?;
     }
     drop(data);
     Ok(enc)
 }
-
-/// Train features, train labels, test features, test labels.
-type Split = (Vec<f32>, Vec<usize>, Vec<f32>, Vec<usize>);
 
 fn logmel_stats(spec: &LogMel) -> Vec<f32> {
     let m = spec.n_mels;
@@ -146,19 +231,30 @@ fn logmel_stats(spec: &LogMel) -> Vec<f32> {
     mean
 }
 
+/// One row of the table: a feature kind, and its vectors.
+struct Features {
+    name: String,
+    dim: usize,
+    train: Vec<f32>,
+    test: Vec<f32>,
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let set = read_csv_where(
         &args.csv,
         args.where_.as_ref().map(|(c, v)| (c.as_str(), v.as_str())),
     )?;
     let fe = audio_jepa::FrontendConfig::default();
-    let (model, quant) = load_encoder_with_quant(&args.model, &Device::Cpu)?;
+    let model_path = model_file(&args.model, args.encoder.as_deref())?;
+    let (model, quant) = load_encoder_with_quant(&model_path, &Device::Cpu)
+        .with_context(|| format!("loading the encoder {}", model_path.display()))?;
     let precision = args.precision.unwrap_or(if quant.is_some() {
         Precision::Q8
     } else {
         Precision::F32
     });
     let random = random_like(model.config())?;
+    let (n_freq, d) = (model.config().n_freq(), model.config().embed_dim);
     let mut embedder = EngineEmbedder {
         enc: &model,
         precision,
@@ -170,16 +266,49 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         fast: None,
     };
     if !args.json {
-        eprintln!("model embeddings computed by the engine in {precision:?}");
+        eprintln!(
+            "model {} embedded by the engine in {precision:?}",
+            model_path.display()
+        );
+    }
+    let val_fold = args.val_fold.or_else(|| {
+        (args.train_folds.len() >= 2)
+            .then(|| args.train_folds.last().copied())
+            .flatten()
+    });
+    if let Some(v) = val_fold {
+        if !args.train_folds.contains(&v) {
+            bail!(
+                "--val-fold {v} is not one of --train-folds {:?}",
+                args.train_folds
+            );
+        }
     }
     let mut lm = LogMelExtractor::new(&fe)?;
-    let names = [
-        "log-mel mean+std (linear probe)",
-        "random-init encoder (linear probe)",
-        "pretrained encoder (linear probe)",
-    ];
-    let mut feats: [Split; 3] = Default::default();
-    let mut dims = [0usize; 3];
+    // Rows: log-mel statistics, then per pooling the random encoder and the model.
+    let mut rows = vec![Features {
+        name: "log-mel mean+std".into(),
+        dim: 0,
+        train: Vec::new(),
+        test: Vec::new(),
+    }];
+    for pool in &args.pool {
+        if !args.no_baselines {
+            rows.push(Features {
+                name: format!("random-init encoder, {pool}"),
+                dim: 0,
+                train: Vec::new(),
+                test: Vec::new(),
+            });
+        }
+        rows.push(Features {
+            name: format!("pretrained encoder, {pool}"),
+            dim: 0,
+            train: Vec::new(),
+            test: Vec::new(),
+        });
+    }
+    let (mut ytr, mut ftr, mut yte) = (Vec::new(), Vec::new(), Vec::new());
     let started = std::time::Instant::now();
     let used: Vec<_> = set
         .examples
@@ -202,27 +331,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let spec = lm.compute(&audio.samples);
         let train = ex.fold.is_some_and(|f| args.train_folds.contains(&f));
         let mut vecs = vec![logmel_stats(&spec)];
-        if !args.no_baselines {
-            vecs.push(random_embedder.pooled(&spec, &fe)?);
+        let model_tokens = embedder.tokens(&spec, &fe)?;
+        let random_tokens = if args.no_baselines {
+            Vec::new()
         } else {
-            vecs.push(Vec::new());
-        }
-        vecs.push(embedder.pooled(&spec, &fe)?);
-        for (k, v) in vecs.into_iter().enumerate() {
-            if v.is_empty() {
-                continue;
+            random_embedder.tokens(&spec, &fe)?
+        };
+        for pool in &args.pool {
+            if !args.no_baselines {
+                vecs.push(pool_tokens(pool, &random_tokens, n_freq, d));
             }
-            dims[k] = v.len();
-            let slot = &mut feats[k];
+            vecs.push(pool_tokens(pool, &model_tokens, n_freq, d));
+        }
+        for (row, v) in rows.iter_mut().zip(vecs) {
+            row.dim = v.len();
             if train {
-                slot.0.extend(v);
-                slot.1.push(ex.class);
+                row.train.extend(v);
             } else {
-                slot.2.extend(v);
-                slot.3.push(ex.class);
+                row.test.extend(v);
             }
         }
-        if (i + 1) % 200 == 0 {
+        if train {
+            ytr.push(ex.class);
+            ftr.push(ex.fold);
+        } else {
+            yte.push(ex.class);
+        }
+        if (i + 1) % 200 == 0 && !args.json {
             eprintln!(
                 "{} / {} clips embedded ({:.0} s)",
                 i + 1,
@@ -233,15 +368,56 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let c = set.classes.len();
     let mut results = Vec::new();
-    for k in 0..3 {
-        if dims[k] == 0 || (k == 0 && args.no_baselines) {
+    if !args.json {
+        match (args.l2, val_fold) {
+            (Some(l2), _) => println!("probe L2 fixed at {l2}"),
+            (None, Some(v)) => println!(
+                "probe L2 chosen on fold {v} (trained on the other training folds), then refitted on folds {:?}",
+                args.train_folds
+            ),
+            (None, None) => println!(
+                "probe L2 {} (one training fold: no validation fold to choose it on)",
+                ProbeConfig::default().l2
+            ),
+        }
+    }
+    for (k, row) in rows.iter().enumerate() {
+        if k == 0 && args.no_baselines {
             continue;
         }
-        let (xtr, ytr, xte, yte) = &feats[k];
-        let probe = Probe::fit(xtr, ytr, dims[k], c, ProbeConfig::default());
-        let pred: Vec<usize> = xte.chunks(dims[k]).map(|v| probe.predict(v)).collect();
-        let (acc, f1, cm) = scores(yte, &pred, c);
-        if let (2, Some(png)) = (k, &args.confusion_png) {
+        let (probe, l2, val) = match (args.l2, val_fold) {
+            (Some(l2), _) => (
+                Probe::fit(
+                    &row.train,
+                    &ytr,
+                    row.dim,
+                    c,
+                    ProbeConfig {
+                        l2,
+                        ..Default::default()
+                    },
+                ),
+                l2,
+                Vec::new(),
+            ),
+            (None, Some(v)) => fit_validated(&row.train, &ytr, &ftr, v, row.dim, c, &L2_GRID),
+            (None, None) => {
+                let cfg = ProbeConfig::default();
+                (
+                    Probe::fit(&row.train, &ytr, row.dim, c, cfg),
+                    cfg.l2,
+                    Vec::new(),
+                )
+            }
+        };
+        let val_acc = val.iter().find(|(g, _)| *g == l2).map(|v| v.1);
+        let pred: Vec<usize> = row.test.chunks(row.dim).map(|v| probe.predict(v)).collect();
+        let (acc, f1, cm) = scores(&yte, &pred, c);
+        let is_model = row.name.starts_with("pretrained");
+        if let (true, Some(png)) = (
+            is_model && row.name.ends_with(args.pool[0].as_str()),
+            &args.confusion_png,
+        ) {
             audio_jepa::render::write_confusion_png(png, &cm)?;
             if !args.json {
                 println!(
@@ -251,15 +427,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 );
             }
         }
-        results.push(serde_json::json!({"features": names[k], "dim": dims[k], "accuracy": acc, "macro_f1": f1,
-            "train": ytr.len(), "test": yte.len()}));
+        results.push(serde_json::json!({"features": row.name, "dim": row.dim, "accuracy": acc, "macro_f1": f1,
+            "l2": l2, "val_accuracy": val_acc, "train": ytr.len(), "test": yte.len()}));
         if !args.json {
             println!(
-                "{:40} {:>5}-d  accuracy {:5.1} %  macro-F1 {:5.1} %  ({} train / {} test clips)",
-                names[k],
-                dims[k],
+                "{:34} {:>5}-d  accuracy {:5.1} %  macro-F1 {:5.1} %  L2 {:<6}{}  ({} train / {} test clips)",
+                row.name,
+                row.dim,
                 100.0 * acc,
                 100.0 * f1,
+                l2,
+                val_acc.map_or(String::new(), |a| format!(" (val {:.1} %)", 100.0 * a)),
                 ytr.len(),
                 yte.len()
             );
@@ -268,8 +446,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"model": args.model, "precision": precision, "classes": c, "results": results})
+            serde_json::json!({"model": model_path, "precision": precision, "classes": c,
+                "val_fold": if args.l2.is_some() { None } else { val_fold }, "results": results})
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pool_tokens;
+
+    #[test]
+    fn pooling_exact_values() {
+        // 2 frequency rows x 2 time columns of 2-d tokens, time-major: (c0 r0), (c0 r1), (c1 r0), (c1 r1).
+        let t = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 0.0];
+        assert_eq!(pool_tokens("mean", &t, 2, 2), vec![4.0, 3.0]);
+        assert_eq!(pool_tokens("meanmax", &t, 2, 2), vec![4.0, 3.0, 7.0, 6.0]);
+        // Per column [r0 | r1] = [1 2 3 4] and [5 6 7 0], then the mean over columns.
+        assert_eq!(pool_tokens("freqcat", &t, 2, 2), vec![3.0, 4.0, 5.0, 2.0]);
+    }
 }

@@ -303,6 +303,7 @@ fn a_damaged_checkpoint_is_a_clear_error() {
 #[test]
 fn duration_sampling_fills_crops_with_sound() {
     let mut cfg = tiny_config(4);
+    cfg.data.sampling = audio_jepa_training::config::Sampling::Duration;
     let floor = cfg.frontend.log_floor.ln();
     let n_mels = 128;
     // 3 short clips of 20 frames of sound between 30 frames of digital silence; 1 long clip.
@@ -348,4 +349,90 @@ fn duration_sampling_fills_crops_with_sound() {
     cfg.data.sampling = audio_jepa_training::config::Sampling::Clip;
     let b = make_batch(&corpus, &cfg, 0);
     assert!(padded(&b) > 0, "clip sampling pads short clips");
+}
+
+/// Tile sampling (the default, as the PyTorch reference draws): every crop is one clip's sound
+/// alone, a short clip repeated with itself, never padding and never a stranger's sound; sources
+/// get their weights' share of the crops.
+#[test]
+fn tile_sampling_keeps_each_crop_to_one_clip_and_sources_to_their_weights() {
+    let mut cfg = tiny_config(40);
+    assert_eq!(
+        cfg.data.sampling,
+        audio_jepa_training::config::Sampling::Tile
+    );
+    cfg.data.gain_jitter_db = 0.0;
+    let floor = cfg.frontend.log_floor.ln();
+    let n_mels = 128;
+    // Source 0: three short clips (20 frames of sound between digital silence), each its own
+    // level; source 1: one long clip. A crop is 128 frames.
+    let clip = |level: f32, frames: usize, sound: std::ops::Range<usize>| {
+        let data: Vec<f32> = (0..frames * n_mels)
+            .map(|j| {
+                if sound.contains(&(j / n_mels)) {
+                    level
+                } else {
+                    floor
+                }
+            })
+            .collect();
+        ClipFeatures {
+            path: format!("level{level}").into(),
+            n_frames: frames,
+            data: data.into(),
+        }
+    };
+    let clips = vec![
+        clip(-3.0, 80, 30..50),
+        clip(-2.0, 80, 30..50),
+        clip(-1.0, 80, 30..50),
+        clip(1.0, 600, 0..600),
+    ];
+    let norm = |v: f32| (v - cfg.frontend.norm_mean) / (2.0 * cfg.frontend.norm_std);
+    let corpus = Corpus::with_sources(clips, vec![0, 0, 0, 1], &[0.9, 0.1], &cfg);
+    let (mut from_short, mut total) = (0usize, 0usize);
+    for s in 0..40 {
+        let b = make_batch(&corpus, &cfg, s);
+        for crop in b.patches.chunks(b.patches.len() / b.batch) {
+            let first = crop[0];
+            assert!(
+                crop.iter().all(|&v| v == first),
+                "step {s}: a crop mixes clips or padding"
+            );
+            assert!(
+                [-3.0, -2.0, -1.0, 1.0]
+                    .iter()
+                    .any(|&l| (norm(l) - first).abs() < 1e-6),
+                "step {s}: {first} is no clip's level (padding?)"
+            );
+            from_short += usize::from((norm(1.0) - first).abs() > 1e-6);
+            total += 1;
+        }
+    }
+    let share = from_short as f64 / total as f64;
+    assert!(
+        (0.84..=0.96).contains(&share),
+        "short-clip source drew {share:.3} of {total} crops, weight 0.9"
+    );
+}
+
+/// A wall-clock horizon: the schedules follow elapsed time, end exactly at the horizon, and the
+/// step count no longer matters.
+#[test]
+fn a_wall_clock_horizon_drives_the_schedules() {
+    let mut cfg = tiny_config(1_000_000);
+    cfg.optim.minutes = Some(2.0);
+    cfg.optim.start_lr = 0.0;
+    cfg.validate().unwrap();
+    assert_eq!(cfg.progress(5, 60.0), 0.5);
+    assert_eq!(cfg.progress(999_999, 30.0), 0.25);
+    assert_eq!(cfg.progress(1, 500.0), 1.0);
+    let t = Trainer::new(cfg.clone(), &Device::Cpu).unwrap();
+    let (lr, _, m) = t.schedules_at(1.0);
+    assert!((lr - cfg.optim.final_lr).abs() < 1e-15 && m == cfg.optim.ema.1);
+    let (lr, _, _) = t.schedules_at(cfg.optim.warmup_frac);
+    assert!((lr - cfg.optim.lr).abs() < 1e-12, "{lr}");
+    cfg.optim.minutes = Some(-1.0);
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(err.contains("optim.minutes"), "{err}");
 }
