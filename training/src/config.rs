@@ -173,6 +173,11 @@ pub struct DataSection {
     pub prefetch: usize,
     /// How crops are drawn; see [`Sampling`].
     pub sampling: Sampling,
+    /// Tile sampling crops from a clip's sound only, digital silence at either end trimmed
+    /// (`true`), or from the whole clip (`false`, as the PyTorch reference crops ESC-50, whose
+    /// clips are often a short event padded with digital silence to 5 s: the encoder then also
+    /// learns what such silence looks like, which every whole-clip embedding contains).
+    pub trim_silence: bool,
     /// Where the audio comes from, each with its share of the crops (`[[data.sources]]`);
     /// `--data` on the command line replaces them.
     pub sources: Vec<SourceSpec>,
@@ -229,6 +234,7 @@ impl Default for DataSection {
             loader_threads: 1,
             prefetch: 4,
             sampling: Sampling::Tile,
+            trim_silence: true,
             sources: Vec::new(),
         }
     }

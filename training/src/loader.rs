@@ -155,6 +155,16 @@ impl Corpus {
         src.clips[src.cum.partition_point(|&c| c <= x)]
     }
 
+    /// The frames tile sampling crops from: the sound (`spans`), or with `[data] trim_silence =
+    /// false` the whole clip, digital silence included, as the PyTorch reference crops ESC-50.
+    fn tile_span(&self, clip: usize, cfg: &TrainConfig) -> (usize, usize) {
+        if cfg.data.trim_silence {
+            self.spans[clip]
+        } else {
+            (0, self.clips[clip].n_frames)
+        }
+    }
+
     /// A clip index: a source by weight, then any of its clips, equally likely.
     fn draw_uniform(&self, rng: &mut impl Rng) -> usize {
         let src = self.draw_source(rng);
@@ -251,7 +261,7 @@ fn tile_crop(
     let n_mels = cfg.frontend.n_mels;
     let crop = cfg.data.crop_frames;
     let c = &corpus.clips[clip];
-    let (a, e) = corpus.spans[clip];
+    let (a, e) = corpus.tile_span(clip, cfg);
     out.clear();
     if e > a {
         let mut t = start.clamp(a, e - 1);
@@ -307,7 +317,7 @@ pub fn make_batch_at(corpus: &Corpus, cfg: &TrainConfig, step: u64, progress: f6
         match cfg.data.sampling {
             Sampling::Tile => {
                 let k = corpus.draw_uniform(&mut rng);
-                let (a, e) = corpus.spans[k];
+                let (a, e) = corpus.tile_span(k, cfg);
                 let start = if e - a > crop {
                     rng.gen_range(a..=e - crop)
                 } else if e > a {
@@ -386,7 +396,7 @@ pub fn fixed_batch(corpus: &Corpus, cfg: &TrainConfig, n: usize) -> (Vec<f32>, u
         let k = i * clips.len() / n;
         match cfg.data.sampling {
             Sampling::Tile => {
-                let (a, e) = corpus.spans[k];
+                let (a, e) = corpus.tile_span(k, cfg);
                 let start = a + (e - a).saturating_sub(cfg.data.crop_frames) / 2;
                 tile_crop(corpus, cfg, k, start, 0.0, &mut frames);
             }
