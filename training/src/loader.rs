@@ -440,9 +440,15 @@ pub struct Loader {
 impl Loader {
     /// Starts loading batches `first..total`.
     pub fn start(clips: Arc<Corpus>, cfg: Arc<TrainConfig>, first: u64) -> Self {
+        Self::start_at(clips, cfg, first, 0.0)
+    }
+
+    /// As [`Loader::start`], for a run already `progress` through a wall-clock horizon (a
+    /// resumed run: the first batches' mask curriculum must not restart from zero).
+    pub fn start_at(clips: Arc<Corpus>, cfg: Arc<TrainConfig>, first: u64, progress: f64) -> Self {
         let w = cfg.data.loader_threads.max(1) as u64;
         let stop = Arc::new(AtomicBool::new(false));
-        let progress = Arc::new(AtomicU64::new(0f64.to_bits()));
+        let progress = Arc::new(AtomicU64::new(progress.to_bits()));
         let mut receivers = Vec::new();
         let mut threads = Vec::new();
         for k in 0..w {

@@ -302,7 +302,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let n_patches = fixed.len() / n_fixed / enc.patch_len();
     let fixed = Tensor::from_vec(fixed, (n_fixed, n_patches, enc.patch_len()), &dev)?;
 
-    let loader = Loader::start(Arc::new(corpus), cfg.clone(), trainer.step);
+    let loader = Loader::start_at(
+        Arc::new(corpus),
+        cfg.clone(),
+        trainer.step,
+        cfg.progress(trainer.step, trainer.elapsed_s),
+    );
     let log_path = args.out.join("log.jsonl");
     let mut log = std::fs::OpenOptions::new()
         .create(true)
