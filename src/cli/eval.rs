@@ -90,40 +90,33 @@ fn model_file(model: &Path, encoder: Option<&str>) -> anyhow::Result<PathBuf> {
 /// How clip embeddings are made from an encoder's tokens (time-major: `col * n_freq + row`).
 fn pool_tokens(kind: &str, tokens: &[f32], n_freq: usize, d: usize) -> Vec<f32> {
     let n = tokens.len() / d;
-    let rows = tokens.chunks_exact(d);
-    match kind {
-        "meanmax" => {
-            let mut mean = vec![0f32; d];
-            let mut max = vec![f32::NEG_INFINITY; d];
-            for r in rows {
-                for ((m, x), v) in mean.iter_mut().zip(max.iter_mut()).zip(r) {
-                    *m += v / n as f32;
-                    *x = x.max(*v);
-                }
+    if kind == "freqcat" {
+        // Per time column the n_freq tokens side by side, then the mean over columns.
+        let cols = n / n_freq;
+        let mut out = vec![0f32; n_freq * d];
+        for col in tokens.chunks_exact(n_freq * d) {
+            for (o, v) in out.iter_mut().zip(col) {
+                *o += v / cols as f32;
             }
-            mean.extend(max);
-            mean
         }
-        "freqcat" => {
-            let cols = n / n_freq;
-            let mut out = vec![0f32; n_freq * d];
-            for col in tokens.chunks_exact(n_freq * d) {
-                for (o, v) in out.iter_mut().zip(col) {
-                    *o += v / cols as f32;
-                }
-            }
-            out
-        }
-        _ => {
-            let mut mean = vec![0f32; d];
-            for r in rows {
-                for (m, v) in mean.iter_mut().zip(r) {
-                    *m += v / n as f32;
-                }
-            }
-            mean
+        return out;
+    }
+    let mut mean = vec![0f32; d];
+    for r in tokens.chunks_exact(d) {
+        for (m, v) in mean.iter_mut().zip(r) {
+            *m += v / n as f32;
         }
     }
+    if kind == "meanmax" {
+        let mut max = vec![f32::NEG_INFINITY; d];
+        for r in tokens.chunks_exact(d) {
+            for (x, v) in max.iter_mut().zip(r) {
+                *x = x.max(*v);
+            }
+        }
+        mean.extend(max);
+    }
+    mean
 }
 
 fn parse_precision(s: &str) -> Result<Precision, String> {
@@ -239,6 +232,17 @@ struct Features {
     test: Vec<f32>,
 }
 
+impl Features {
+    fn new(name: String) -> Self {
+        Self {
+            name,
+            dim: 0,
+            train: Vec::new(),
+            test: Vec::new(),
+        }
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let set = read_csv_where(
         &args.csv,
@@ -286,27 +290,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut lm = LogMelExtractor::new(&fe)?;
     // Rows: log-mel statistics, then per pooling the random encoder and the model.
-    let mut rows = vec![Features {
-        name: "log-mel mean+std".into(),
-        dim: 0,
-        train: Vec::new(),
-        test: Vec::new(),
-    }];
+    let mut rows = vec![Features::new("log-mel mean+std".into())];
     for pool in &args.pool {
         if !args.no_baselines {
-            rows.push(Features {
-                name: format!("random-init encoder, {pool}"),
-                dim: 0,
-                train: Vec::new(),
-                test: Vec::new(),
-            });
+            rows.push(Features::new(format!("random-init encoder, {pool}")));
         }
-        rows.push(Features {
-            name: format!("pretrained encoder, {pool}"),
-            dim: 0,
-            train: Vec::new(),
-            test: Vec::new(),
-        });
+        rows.push(Features::new(format!("pretrained encoder, {pool}")));
     }
     let (mut ytr, mut ftr, mut yte) = (Vec::new(), Vec::new(), Vec::new());
     let started = std::time::Instant::now();

@@ -288,15 +288,21 @@ pub fn scores(truth: &[usize], pred: &[usize], classes: usize) -> (f64, f64, Vec
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// Uniform noise in [-0.5, 0.5) from a seeded LCG.
+    fn uniform_noise(seed: u32) -> impl FnMut() -> f32 {
+        let mut s = seed;
+        move || {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        }
+    }
 
     #[test]
     fn l2_is_chosen_on_the_validation_fold_and_refitted() {
         // Two classes separated along the first of 4 features; folds 1-3, validation on 3.
-        let mut state = 7u32;
-        let mut noise = move || {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut noise = uniform_noise(7);
         let (mut x, mut y, mut folds) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..90 {
             let c = i % 2;
@@ -305,7 +311,7 @@ mod tests {
             folds.push(Some(1 + (i / 30) as u32));
         }
         let grid = [1e-3, 1e-1];
-        let (p, l2, scores) = super::fit_validated(&x, &y, &folds, 3, 4, 2, &grid);
+        let (p, l2, scores) = fit_validated(&x, &y, &folds, 3, 4, 2, &grid);
         assert_eq!(scores.len(), 2);
         assert!(grid.contains(&l2));
         // Separable: both reach 100 % on validation, and the tie goes to the stronger L2.
@@ -318,19 +324,14 @@ mod tests {
             .count();
         assert_eq!(hits, 90);
         // No validation rows: the default L2, nothing scored.
-        let (_, l2, scores) = super::fit_validated(&x, &y, &folds, 9, 4, 2, &grid);
-        assert_eq!((l2, scores.len()), (super::ProbeConfig::default().l2, 0));
+        let (_, l2, scores) = fit_validated(&x, &y, &folds, 9, 4, 2, &grid);
+        assert_eq!((l2, scores.len()), (ProbeConfig::default().l2, 0));
     }
-    use super::*;
 
     #[test]
     fn separable_classes_are_learned() {
         // Three Gaussian blobs in 4-D.
-        let mut s = 7u32;
-        let mut r = move || {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut r = uniform_noise(7);
         let (mut x, mut y) = (Vec::new(), Vec::new());
         for i in 0..150 {
             let c = i % 3;

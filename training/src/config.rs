@@ -425,11 +425,6 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// Warm-up steps.
-    pub fn warmup_steps(&self) -> u64 {
-        (self.optim.steps as f64 * self.optim.warmup_frac).round() as u64
-    }
-
     /// How far through its schedules a run is, in `[0, 1]`: step over steps, or, with a
     /// wall-clock horizon, elapsed training seconds over the horizon.
     pub fn progress(&self, step: u64, elapsed_s: f64) -> f64 {

@@ -119,13 +119,7 @@ impl MaskConfig {
 
     /// Probability of time-frequency masks at `progress` in `[0, 1]` of the run.
     pub fn tf_probability_at(&self, progress: f64) -> f64 {
-        const N: u64 = 1 << 30;
-        curriculum_probability(
-            self.curriculum,
-            self.c0,
-            (progress.clamp(0.0, 1.0) * N as f64) as u64,
-            N,
-        )
+        curriculum_probability_at(self.curriculum, self.c0, progress)
     }
 }
 
@@ -134,8 +128,14 @@ pub fn curriculum_probability(kind: Curriculum, c0: f64, step: u64, total: u64) 
     let t = if total == 0 {
         1.0
     } else {
-        (step as f64 / total as f64).clamp(0.0, 1.0)
+        step as f64 / total as f64
     };
+    curriculum_probability_at(kind, c0, t)
+}
+
+/// The curriculum's probability of a time-frequency batch at `progress` in `[0, 1]` of the run.
+pub fn curriculum_probability_at(kind: Curriculum, c0: f64, progress: f64) -> f64 {
+    let t = progress.clamp(0.0, 1.0);
     let root = |t: f64| (t * (1.0 - c0 * c0) + c0 * c0).sqrt().min(1.0);
     match kind {
         Curriculum::Root => root(t),

@@ -338,6 +338,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let elapsed_before = trainer.elapsed_s;
     let mut window = (Instant::now(), 0usize);
     let mut loss_acc = (0.0, 0usize);
+    let (mut ranked_at, mut saved_at) = (None, None);
     while trainer.step < total {
         let step = trainer.step;
         trainer.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
@@ -399,53 +400,56 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } else {
             done
         });
-        if cfg.run.rank_every > 0 && (done % cfg.run.rank_every == 0 || done == total) {
-            let c = trainer.collapse(&fixed)?;
-            writeln!(
-                log,
-                "{}",
-                serde_json::json!({"step": done, "rank_tokens": c.rank_tokens, "rank_pooled": c.rank_pooled, "spread": c.spread})
+        if cfg.run.rank_every > 0 && done % cfg.run.rank_every == 0 {
+            record_rank(
+                &trainer,
+                &fixed,
+                &cfg,
+                &mut log,
+                &mut rank_t,
+                &mut rank_p,
+                &bar,
             )?;
-            rank_t.push((done as f64, c.rank_tokens));
-            rank_p.push((done as f64, c.rank_pooled));
-            if c.rank_tokens < cfg.run.rank_warn || c.spread < 1e-3 {
-                bar.println(format!(
-                    "warning: step {done}: the target embeddings are collapsing (effective rank {:.2}, spread {:.2e})",
-                    c.rank_tokens, c.spread
-                ));
-            }
+            ranked_at = Some(done);
         }
-        if done % cfg.run.checkpoint_every == 0 || done == total {
+        if done % cfg.run.checkpoint_every == 0 {
             trainer.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
             trainer.save(&args.out)?;
+            saved_at = Some(done);
+            let x_max = if by_time { done } else { total };
             let _ = write_curves(
                 &args.out.join("curves.png"),
                 &loss_pts,
                 &rank_t,
                 &rank_p,
-                total as f64,
+                x_max as f64,
             );
         }
     }
-    // The end of the schedule: the final state, whatever the last periodic checkpoint was.
-    trainer.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-    trainer.save(&args.out)?;
-    if cfg.run.rank_every > 0 {
-        let c = trainer.collapse(&fixed)?;
-        writeln!(
-            log,
-            "{}",
-            serde_json::json!({"step": trainer.step, "rank_tokens": c.rank_tokens, "rank_pooled": c.rank_pooled, "spread": c.spread})
+    // The end of the schedule (or of the clock): the final state, unless the periodic rank
+    // and checkpoint above already recorded this very step.
+    let done = trainer.step;
+    if cfg.run.rank_every > 0 && ranked_at != Some(done) {
+        record_rank(
+            &trainer,
+            &fixed,
+            &cfg,
+            &mut log,
+            &mut rank_t,
+            &mut rank_p,
+            &bar,
         )?;
-        rank_t.push((trainer.step as f64, c.rank_tokens));
-        rank_p.push((trainer.step as f64, c.rank_pooled));
+    }
+    if saved_at != Some(done) {
+        trainer.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+        trainer.save(&args.out)?;
     }
     let _ = write_curves(
         &args.out.join("curves.png"),
         &loss_pts,
         &rank_t,
         &rank_p,
-        trainer.step as f64,
+        done as f64,
     );
     bar.finish();
     eprintln!(
@@ -456,6 +460,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.out.join(ENCODER).display(),
         cfg.run.export,
     );
+    Ok(())
+}
+
+/// The target encoder's collapse statistics on the fixed batch: logged, kept for the curves,
+/// and a warning when the embeddings collapse.
+#[allow(clippy::too_many_arguments)]
+fn record_rank(
+    trainer: &Trainer,
+    fixed: &Tensor,
+    cfg: &TrainConfig,
+    log: &mut std::fs::File,
+    rank_t: &mut Vec<(f64, f64)>,
+    rank_p: &mut Vec<(f64, f64)>,
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
+    let done = trainer.step;
+    let c = trainer.collapse(fixed)?;
+    writeln!(
+        log,
+        "{}",
+        serde_json::json!({"step": done, "rank_tokens": c.rank_tokens, "rank_pooled": c.rank_pooled, "spread": c.spread})
+    )?;
+    rank_t.push((done as f64, c.rank_tokens));
+    rank_p.push((done as f64, c.rank_pooled));
+    if c.rank_tokens < cfg.run.rank_warn || c.spread < 1e-3 {
+        bar.println(format!(
+            "warning: step {done}: the target embeddings are collapsing (effective rank {:.2}, spread {:.2e})",
+            c.rank_tokens, c.spread
+        ));
+    }
     Ok(())
 }
 
