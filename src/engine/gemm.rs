@@ -49,6 +49,30 @@ impl PackedF32 {
         Self { n, k, panels, bias }
     }
 
+    /// Packs `W = A^T` from `a` (`[rows, cols]` row-major), so `W` is `[cols, rows]`, without
+    /// bias: the products of a linear layer's backward pass (`dX = G W` packs `W^T`, `dW = G^T X`
+    /// packs `X^T`). Each panel row is a contiguous run of `a`, so this costs one copy.
+    pub fn from_transposed(a: &[f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(a.len(), rows * cols, "matrix size");
+        let (n, k) = (cols, rows);
+        let np = n.div_ceil(NR);
+        let mut panels = vec![0f32; np * k * NR];
+        for p in 0..np {
+            let width = NR.min(n - p * NR);
+            let panel = &mut panels[p * k * NR..(p + 1) * k * NR];
+            for kk in 0..k {
+                panel[kk * NR..kk * NR + width]
+                    .copy_from_slice(&a[kk * cols + p * NR..kk * cols + p * NR + width]);
+            }
+        }
+        Self {
+            n,
+            k,
+            panels,
+            bias: vec![0.0; n],
+        }
+    }
+
     pub fn n(&self) -> usize {
         self.n
     }

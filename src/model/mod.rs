@@ -10,6 +10,7 @@
 //! A-JEPA's rectangular frequency x time grid of 2D sine-cosine position embeddings.
 
 pub mod checkpoint;
+pub mod fused;
 pub mod head;
 pub mod ops;
 pub mod pos_embed;

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use candle_core::{IndexOp, Module, Result, Tensor};
 use candle_nn::{linear, Init, Linear, VarBuilder};
 
+use super::fused;
 use super::pos_embed::sincos_2d;
 use super::EncoderConfig;
 
@@ -70,6 +71,12 @@ impl Attention {
     fn forward(&self, x: &Tensor, mode: Mode, bias: Option<&Tensor>) -> Result<Tensor> {
         let (b, n, c) = x.dims3()?;
         let h = self.num_heads;
+        if mode == Mode::Train && bias.is_none() && fused::usable(x) {
+            let qkv = fused::linear(x, &self.qkv)?;
+            if let Some(y) = fused::attention(&qkv, h, self.scale)? {
+                return fused::linear(&y, &self.proj);
+            }
+        }
         let qkv = self
             .qkv
             .forward(x)?
@@ -107,7 +114,11 @@ impl Mlp {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        if mode == Mode::Train {
+            // The fused ops where they apply (CPU f32), candle's composed ones elsewhere.
+            return fused::linear(&fused::gelu(&fused::linear(x, &self.fc1)?)?, &self.fc2);
+        }
         self.fc2.forward(&self.fc1.forward(x)?.gelu_erf()?)
     }
 }
@@ -137,7 +148,7 @@ impl Block {
         let x = (x + self
             .attn
             .forward(&self.norm1.forward(x, mode)?, mode, bias)?)?;
-        &x + self.mlp.forward(&self.norm2.forward(&x, mode)?)?
+        &x + self.mlp.forward(&self.norm2.forward(&x, mode)?, mode)?
     }
 }
 
@@ -254,7 +265,10 @@ impl Encoder {
                 patches.shape()
             );
         }
-        let x = self.patch_embed.forward(patches)?;
+        let x = match self.mode {
+            Mode::Train => fused::linear(patches, &self.patch_embed)?,
+            Mode::Inference => self.patch_embed.forward(patches)?,
+        };
         let pos = self.pos.get(n_freq, n / n_freq, self.cfg.embed_dim, &x)?;
         x.broadcast_add(&pos)
     }

@@ -134,10 +134,13 @@ impl Jepa {
             enc_cfg,
         )?;
         context.set_mode(Mode::Train);
-        let target = Encoder::load(
+        let mut target = Encoder::load(
             VarBuilder::from_varmap(&target_vars, DType::F32, device),
             enc_cfg,
         )?;
+        // The training kernels (on the CPU the fused ops of `model::fused`) are also candle's
+        // fastest forward pass; the target's output is detached, so no gradient flows into it.
+        target.set_mode(Mode::Train);
         let predictor = Predictor::load(
             VarBuilder::from_varmap(&predictor_vars, DType::F32, device),
             pred_cfg,
@@ -191,7 +194,8 @@ impl Jepa {
         };
         let mut context = Encoder::load(vb(&self.context_vars)?, &self.enc_cfg)?;
         context.set_mode(Mode::Train);
-        let target = Encoder::load(vb(&self.target_vars)?, &self.enc_cfg)?;
+        let mut target = Encoder::load(vb(&self.target_vars)?, &self.enc_cfg)?;
+        target.set_mode(Mode::Train);
         let predictor = Predictor::load(vb(&self.predictor_vars)?, &self.pred_cfg, &self.enc_cfg)?;
         Ok((context, target, predictor))
     }

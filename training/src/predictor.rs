@@ -7,6 +7,7 @@
 //! projected back to the encoder width (`predictor_proj`). Each target block is predicted in
 //! its own pass, as I-JEPA does by repeating the context once per mask.
 
+use audio_jepa::model::fused;
 use audio_jepa::model::vit::{gather_tokens, Block, Mode, Norm, PosCache};
 use audio_jepa::model::EncoderConfig;
 use candle_core::{Module, Result, Tensor};
@@ -105,7 +106,7 @@ impl Predictor {
             .get(self.n_freq, n_time, self.dim, ctx)?
             .unsqueeze(0)?
             .broadcast_as((b, n_patches, self.dim))?;
-        let x = (self.embed.forward(ctx)? + gather_tokens(&pos, ctx_idx)?)?;
+        let x = (fused::linear(ctx, &self.embed)? + gather_tokens(&pos, ctx_idx)?)?;
         let mut out = Vec::with_capacity(targets.len());
         for tgt in targets {
             let (_, n_m) = tgt.dims2()?;
@@ -115,7 +116,7 @@ impl Predictor {
                 h = block.forward(&h, Mode::Train, None)?;
             }
             let h = self.norm.forward(&h, Mode::Train)?.narrow(1, k, n_m)?;
-            out.push(self.proj.forward(&h)?);
+            out.push(fused::linear(&h, &self.proj)?);
         }
         Ok(out)
     }

@@ -1,0 +1,595 @@
+//! Fused CPU training ops with hand-written backward passes, inside candle's autograd graph:
+//! the linear layer on the engine's packed GEMM ([`crate::engine::gemm`], AVX-512 / AVX2 / NEON
+//! micro-kernels), exact-erf GELU, and multi-head self-attention over a `qkv` projection.
+//!
+//! Why: a pretraining step through candle's composed CPU ops spent two thirds of its time in
+//! the backward pass, most of it outside matrix products (broadcast bias adds and their
+//! reductions, `contiguous` copies of permuted heads, per-op thread hand-offs, page faults on
+//! fresh temporaries; BENCHMARKS.md, "Pretraining step"). Each op here makes one pass over its
+//! data each way. They run on contiguous f32 CPU tensors; the model falls back to candle's
+//! composed ops elsewhere (CUDA, Metal, bf16), which compute the same functions (the tests
+//! compare both, and finite differences).
+//!
+//! Gradients (PyTorch's conventions): linear `y = x W^T + b`: `dx = g W`, `dW = g^T x`,
+//! `db = sum_rows(g)`. GELU `y = x Phi(x)`: `dx = g (Phi(x) + x phi(x))`. Attention per head,
+//! `P = softmax(s Q K^T)`, `O = P V`: `dV = P^T dO`, `dP = dO V^T`,
+//! `dS = P (dP - rowsum(dP P))`, `dQ = s dS K`, `dK = s dS^T Q`; `P` is recomputed in the
+//! backward pass (as FlashAttention does) instead of being kept per layer.
+//!
+//! Work is spread over candle's own CPU thread pool (`candle_core::utils::barrier_pool`), so no
+//! second pool competes for the cores; items are claimed from a shared counter, so results do
+//! not depend on the thread count (every output element is computed by one thread, in the same
+//! order).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result};
+use candle_core::{Shape, Tensor};
+use candle_nn::{Linear, Module};
+
+use crate::engine::gemm::{gemm, PackedF32, MR};
+use crate::engine::math::{erf, exp, simd_fn};
+use crate::engine::Isa;
+
+/// Whether `x` can take the fused path (contiguous or not: the ops make it contiguous).
+pub fn usable(x: &Tensor) -> bool {
+    matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("{what}: f32 only");
+    };
+    let Some((a, b)) = l.contiguous_offsets() else {
+        candle_core::bail!("{what}: contiguous input only");
+    };
+    Ok(&v[a..b])
+}
+
+/// Runs `f(i)` for every `i` in `0..n` on candle's CPU threads.
+fn par_for(n: usize, f: impl Fn(usize) + Sync) {
+    if n <= 1 {
+        if n == 1 {
+            f(0);
+        }
+        return;
+    }
+    let next = AtomicUsize::new(0);
+    candle_core::utils::barrier_pool().execute(|_| loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= n {
+            break;
+        }
+        f(i);
+    });
+}
+
+/// A raw view of an output buffer whose disjoint parts several threads fill.
+#[derive(Clone, Copy)]
+struct Out(*mut f32, usize);
+// SAFETY: every user writes disjoint ranges (stated at each use) while the buffer is alive.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    fn new(v: &mut [f32]) -> Self {
+        Self(v.as_mut_ptr(), v.len())
+    }
+
+    /// # Safety
+    /// `start..start + len` in bounds and touched by no one else meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
+        assert!(start + len <= self.1, "output range");
+        std::slice::from_raw_parts_mut(self.0.add(start), len)
+    }
+}
+
+/// `c[m, n] = a[m, k] w^T + bias`, rows split over the threads.
+fn gemm_rows(isa: Isa, a: &[f32], m: usize, w: &PackedF32, c: &mut [f32]) {
+    let (n, k) = (w.n(), w.k());
+    debug_assert!(a.len() == m * k && c.len() == m * n);
+    // At least ~8 chunks so the threads even out, each a whole number of micro-tile rows.
+    let rows = (m.div_ceil(8).div_ceil(MR) * MR).clamp(MR, 16 * MR);
+    let out = Out::new(c);
+    par_for(m.div_ceil(rows), |i| {
+        let r0 = i * rows;
+        let r = rows.min(m - r0);
+        // SAFETY: chunk `i` owns rows r0..r0 + r.
+        let c = unsafe { out.slice(r0 * n, r * n) };
+        gemm(isa, &a[r0 * k..(r0 + r) * k], r, w, c, false);
+    });
+}
+
+/// `a` (`[rows, cols]`) transposed, in tiles that stay in L1.
+fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const T: usize = 32;
+    let mut t = vec![0f32; a.len()];
+    for r0 in (0..rows).step_by(T) {
+        for c0 in (0..cols).step_by(T) {
+            for r in r0..(r0 + T).min(rows) {
+                for c in c0..(c0 + T).min(cols) {
+                    t[c * rows + r] = a[r * cols + c];
+                }
+            }
+        }
+    }
+    t
+}
+
+/// `y = x W^T + b` over the last dimension of `x`.
+struct LinearOp(Isa);
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "ajepa-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sw: &CpuStorage,
+        lw: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(sx, lx, "linear input")?;
+        let w = f32_slice(sw, lw, "linear weight")?;
+        let b = f32_slice(sb, lb, "linear bias")?;
+        let (n, k) = lw.shape().dims2()?;
+        let dims = lx.dims();
+        if dims.last() != Some(&k) || b.len() != n {
+            candle_core::bail!(
+                "linear: input {:?}, weight [{n}, {k}], bias {}",
+                dims,
+                b.len()
+            );
+        }
+        let m = x.len() / k.max(1);
+        let packed = PackedF32::new(w, Some(b), n, k);
+        let mut y = vec![0f32; m * n];
+        gemm_rows(self.0, x, m, &packed, &mut y);
+        let mut out = dims.to_vec();
+        *out.last_mut().expect("checked above") = n;
+        Ok((CpuStorage::F32(y), Shape::from(out)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = g.contiguous()?;
+        let x = x.contiguous()?;
+        let (n, k) = w.dims2()?;
+        let dx = g.apply_op2_no_bwd(w, &LinearDx(self.0))?;
+        // dW and db in one pass over g: [n * k + n] values.
+        let dwb = g.apply_op2_no_bwd(&x, &LinearDw(self.0))?;
+        let dw = dwb.narrow(0, 0, n * k)?.reshape((n, k))?;
+        let db = dwb.narrow(0, n * k, n)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// `dx = g W` (shaped like the layer's input).
+struct LinearDx(Isa);
+
+impl CustomOp2 for LinearDx {
+    fn name(&self) -> &'static str {
+        "ajepa-linear-dx"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sg: &CpuStorage,
+        lg: &Layout,
+        sw: &CpuStorage,
+        lw: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = f32_slice(sg, lg, "linear grad")?;
+        let w = f32_slice(sw, lw, "linear weight")?;
+        let (n, k) = lw.shape().dims2()?;
+        let m = g.len() / n.max(1);
+        let packed = PackedF32::from_transposed(w, n, k);
+        let mut dx = vec![0f32; m * k];
+        gemm_rows(self.0, g, m, &packed, &mut dx);
+        let mut out = lg.dims().to_vec();
+        *out.last_mut().expect("grad has a last dim") = k;
+        Ok((CpuStorage::F32(dx), Shape::from(out)))
+    }
+}
+
+/// `[dW = g^T x (n x k), db = sum_rows(g) (n)]`, flat.
+struct LinearDw(Isa);
+
+impl CustomOp2 for LinearDw {
+    fn name(&self) -> &'static str {
+        "ajepa-linear-dw"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sg: &CpuStorage,
+        lg: &Layout,
+        sx: &CpuStorage,
+        lx: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = f32_slice(sg, lg, "linear grad")?;
+        let x = f32_slice(sx, lx, "linear input")?;
+        let n = *lg.dims().last().unwrap_or(&1);
+        let k = *lx.dims().last().unwrap_or(&1);
+        let m = g.len() / n.max(1);
+        let gt = transpose(g, m, n);
+        let packed = PackedF32::from_transposed(x, m, k);
+        let mut out = vec![0f32; n * k + n];
+        let (dw, db) = out.split_at_mut(n * k);
+        gemm_rows(self.0, &gt, n, &packed, dw);
+        for (d, row) in db.iter_mut().zip(gt.chunks_exact(m.max(1))) {
+            *d = row.iter().sum();
+        }
+        Ok((CpuStorage::F32(out), Shape::from(n * k + n)))
+    }
+}
+
+/// `lin.forward(x)`, through the fused op where it applies.
+pub fn linear(x: &Tensor, lin: &Linear) -> Result<Tensor> {
+    linear_with(x, lin, Isa::detect())
+}
+
+fn linear_with(x: &Tensor, lin: &Linear, isa: Isa) -> Result<Tensor> {
+    match lin.bias() {
+        Some(b) if usable(x) => x.contiguous()?.apply_op3(lin.weight(), b, LinearOp(isa)),
+        _ => lin.forward(x),
+    }
+}
+
+simd_fn! {
+    fn gelu_fwd(x: &[f32], y: &mut [f32]) {
+        for (y, &v) in y.iter_mut().zip(x) {
+            *y = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
+simd_fn! {
+    fn gelu_bwd(x: &[f32], g: &[f32], dx: &mut [f32]) {
+        // 1 / sqrt(2 pi)
+        const INV_SQRT_2PI: f32 = 0.398_942_3;
+        for ((d, &v), &gv) in dx.iter_mut().zip(x).zip(g) {
+            let cdf = 0.5 * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+            let pdf = INV_SQRT_2PI * exp(-0.5 * v * v);
+            *d = gv * (cdf + v * pdf);
+        }
+    }
+}
+
+/// Element-wise work in chunks over the threads.
+const CHUNK: usize = 1 << 14;
+
+struct Gelu(Isa);
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "ajepa-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, "gelu")?;
+        let mut y = vec![0f32; x.len()];
+        let out = Out::new(&mut y);
+        par_for(x.len().div_ceil(CHUNK), |i| {
+            let r = i * CHUNK..((i + 1) * CHUNK).min(x.len());
+            // SAFETY: chunk `i` owns `r`.
+            let y = unsafe { out.slice(r.start, r.len()) };
+            gelu_fwd(self.0, &x[r], y);
+        });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(
+            x.contiguous()?
+                .apply_op2_no_bwd(&g.contiguous()?, &GeluBwd(self.0))?,
+        ))
+    }
+}
+
+struct GeluBwd(Isa);
+
+impl CustomOp2 for GeluBwd {
+    fn name(&self) -> &'static str {
+        "ajepa-gelu-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sg: &CpuStorage,
+        lg: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(sx, lx, "gelu input")?;
+        let g = f32_slice(sg, lg, "gelu grad")?;
+        if x.len() != g.len() {
+            candle_core::bail!("gelu backward: {} values, {} grads", x.len(), g.len());
+        }
+        let mut dx = vec![0f32; x.len()];
+        let out = Out::new(&mut dx);
+        par_for(x.len().div_ceil(CHUNK), |i| {
+            let r = i * CHUNK..((i + 1) * CHUNK).min(x.len());
+            // SAFETY: chunk `i` owns `r`.
+            let d = unsafe { out.slice(r.start, r.len()) };
+            gelu_bwd(self.0, &x[r.clone()], &g[r], d);
+        });
+        Ok((CpuStorage::F32(dx), lx.shape().clone()))
+    }
+}
+
+/// Exact-erf GELU (`Tensor::gelu_erf`), fused where it applies.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    gelu_with(x, Isa::detect())
+}
+
+fn gelu_with(x: &Tensor, isa: Isa) -> Result<Tensor> {
+    if usable(x) {
+        x.contiguous()?.apply_op1(Gelu(isa))
+    } else {
+        x.gelu_erf()
+    }
+}
+
+/// Multi-head self-attention without a bias: `qkv` `[B, N, 3 C]` (the `qkv` projection's output,
+/// laid out `[3, heads, head_dim]` in its last dimension, as I-JEPA's `Attention` reshapes it)
+/// to `[B, N, C]` (heads concatenated, before the output projection).
+#[derive(Clone, Copy)]
+struct AttentionOp {
+    heads: usize,
+    scale: f32,
+}
+
+/// The geometry of one `[B, N, 3C]` qkv tensor.
+#[derive(Clone, Copy)]
+struct Geom {
+    b: usize,
+    n: usize,
+    c: usize,
+    dh: usize,
+    heads: usize,
+}
+
+impl Geom {
+    fn new(l: &Layout, heads: usize) -> Result<Self> {
+        let (b, n, c3) = l.shape().dims3()?;
+        if heads == 0 || c3 % (3 * heads) != 0 {
+            candle_core::bail!("attention: last dim {c3} is not 3 x {heads} heads");
+        }
+        let c = c3 / 3;
+        Ok(Self {
+            b,
+            n,
+            c,
+            dh: c / heads,
+            heads,
+        })
+    }
+}
+
+/// `dst[m, n] (= or +=) beta * lhs[m, k] rhs[k, n]`, all f32 and strided (`cs`, `rs`: column
+/// and row steps in elements), on this thread.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mm(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    (dcs, drs): (isize, isize),
+    lhs: *const f32,
+    (lcs, lrs): (isize, isize),
+    rhs: *const f32,
+    (rcs, rrs): (isize, isize),
+    beta: f32,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        dcs,
+        drs,
+        false,
+        lhs,
+        lcs,
+        lrs,
+        rhs,
+        rcs,
+        rrs,
+        0.0,
+        beta,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}
+
+/// `p = softmax(scale Q K^T)` of one (batch, head) into `p` (`[N, N]`).
+///
+/// # Safety
+/// `q`, `k` point into a live `[B, N, 3C]` buffer at the head's first element.
+unsafe fn probs(g: Geom, q: *const f32, k: *const f32, scale: f32, p: &mut [f32]) {
+    let (n, rs) = (g.n, 3 * g.c as isize);
+    mm(
+        (n, n, g.dh),
+        p.as_mut_ptr(),
+        (1, n as isize),
+        q,
+        (1, rs),
+        k,
+        (rs, 1),
+        scale,
+    );
+    for row in p.chunks_exact_mut(n) {
+        crate::engine::math::softmax(row);
+    }
+}
+
+impl CustomOp1 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "ajepa-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = f32_slice(s, l, "attention")?;
+        let g = Geom::new(l, self.heads)?;
+        let mut y = vec![0f32; g.b * g.n * g.c];
+        let out = Out::new(&mut y);
+        let (n, c) = (g.n, g.c);
+        par_for(g.b * g.heads, |item| {
+            let (bi, h) = (item / g.heads, item % g.heads);
+            let base = qkv[bi * n * 3 * c..].as_ptr();
+            let mut p = vec![0f32; n * n];
+            // SAFETY: the head's q, k, v lie in this batch's rows; this item alone writes the
+            // head's columns h*dh.. of batch bi's output rows.
+            unsafe {
+                let q = base.add(h * g.dh);
+                probs(g, q, base.add(c + h * g.dh), self.scale, &mut p);
+                let o = out.slice(bi * n * c, n * c).as_mut_ptr().add(h * g.dh);
+                mm(
+                    (n, g.dh, n),
+                    o,
+                    (1, c as isize),
+                    p.as_ptr(),
+                    (1, n as isize),
+                    base.add(2 * c + h * g.dh),
+                    (1, 3 * c as isize),
+                    1.0,
+                );
+            }
+        });
+        Ok((CpuStorage::F32(y), Shape::from((g.b, g.n, g.c))))
+    }
+
+    fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(qkv.contiguous()?.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &AttentionBwd(*self),
+        )?))
+    }
+}
+
+struct AttentionBwd(AttentionOp);
+
+impl CustomOp2 for AttentionBwd {
+    fn name(&self) -> &'static str {
+        "ajepa-attention-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &CpuStorage,
+        l: &Layout,
+        sg: &CpuStorage,
+        lg: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let qkv = f32_slice(s, l, "attention")?;
+        let dout = f32_slice(sg, lg, "attention grad")?;
+        let g = Geom::new(l, self.0.heads)?;
+        if dout.len() != g.b * g.n * g.c {
+            candle_core::bail!("attention backward: grad of {} values", dout.len());
+        }
+        let mut dqkv = vec![0f32; qkv.len()];
+        let out = Out::new(&mut dqkv);
+        let (n, c, dh, scale) = (g.n, g.c, g.dh, self.0.scale);
+        let (rs3, rs) = (3 * c as isize, c as isize);
+        par_for(g.b * g.heads, |item| {
+            let (bi, h) = (item / g.heads, item % g.heads);
+            let base = qkv[bi * n * 3 * c..].as_ptr();
+            let dbase = dout[bi * n * c..].as_ptr().wrapping_add(h * dh);
+            let mut p = vec![0f32; n * n];
+            let mut dp = vec![0f32; n * n];
+            // SAFETY: reads lie in batch bi's rows; this item alone writes the head's q, k and v
+            // columns of batch bi's rows of dqkv.
+            unsafe {
+                let (q, k, v) = (
+                    base.add(h * dh),
+                    base.add(c + h * dh),
+                    base.add(2 * c + h * dh),
+                );
+                probs(g, q, k, scale, &mut p);
+                let d = out.slice(bi * n * 3 * c, n * 3 * c).as_mut_ptr();
+                let (dq, dk, dv) = (d.add(h * dh), d.add(c + h * dh), d.add(2 * c + h * dh));
+                let nn = n as isize;
+                // dV = P^T dO
+                mm(
+                    (n, dh, n),
+                    dv,
+                    (1, rs3),
+                    p.as_ptr(),
+                    (nn, 1),
+                    dbase,
+                    (1, rs),
+                    1.0,
+                );
+                // dP = dO V^T
+                mm(
+                    (n, n, dh),
+                    dp.as_mut_ptr(),
+                    (1, nn),
+                    dbase,
+                    (1, rs),
+                    v,
+                    (rs3, 1),
+                    1.0,
+                );
+                // dS = P (dP - rowsum(dP P))
+                for (pr, dr) in p.chunks_exact(n).zip(dp.chunks_exact_mut(n)) {
+                    let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                    for (d, &pv) in dr.iter_mut().zip(pr) {
+                        *d = pv * (*d - dot);
+                    }
+                }
+                // dQ = s dS K, dK = s dS^T Q
+                mm(
+                    (n, dh, n),
+                    dq,
+                    (1, rs3),
+                    dp.as_ptr(),
+                    (1, nn),
+                    k,
+                    (1, rs3),
+                    scale,
+                );
+                mm(
+                    (n, dh, n),
+                    dk,
+                    (1, rs3),
+                    dp.as_ptr(),
+                    (nn, 1),
+                    q,
+                    (1, rs3),
+                    scale,
+                );
+            }
+        });
+        Ok((CpuStorage::F32(dqkv), l.shape().clone()))
+    }
+}
+
+/// Multi-head self-attention of a `qkv` projection (`[B, N, 3C]` to `[B, N, C]`), fused where
+/// it applies; `None` where it does not (the caller composes it).
+pub fn attention(qkv: &Tensor, heads: usize, scale: f64) -> Result<Option<Tensor>> {
+    if !usable(qkv) {
+        return Ok(None);
+    }
+    let op = AttentionOp {
+        heads,
+        scale: scale as f32,
+    };
+    Ok(Some(qkv.contiguous()?.apply_op1(op)?))
+}
+
+#[cfg(test)]
+#[path = "fused_tests.rs"]
+mod tests;

@@ -1,0 +1,196 @@
+//! The fused ops against candle's composed ops (forward and every gradient, f32, on odd shapes,
+//! on each instruction set this CPU has) and against central finite differences.
+
+use super::*;
+use candle_core::{IndexOp, Var};
+
+/// Deterministic values in [-1, 1) (an LCG; no test depends on the RNG crate's stream).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn var(shape: &[usize], seed: u64) -> Var {
+    let n = shape.iter().product();
+    Var::from_tensor(&Tensor::from_vec(values(n, seed), shape, &Device::Cpu).unwrap()).unwrap()
+}
+
+fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    a.iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs() / scale))
+}
+
+/// `sum(y * r)` for a fixed random `r`, so every output element has its own gradient.
+fn weighted_sum(y: &Tensor, seed: u64) -> Tensor {
+    let r = Tensor::from_vec(values(y.elem_count(), seed), y.shape(), &Device::Cpu).unwrap();
+    (y * r).unwrap().sum_all().unwrap()
+}
+
+/// candle's composition of I-JEPA's attention (what `vit::Attention` runs off the fused path).
+fn attention_composed(qkv: &Tensor, heads: usize, scale: f64) -> Tensor {
+    let (b, n, c3) = qkv.dims3().unwrap();
+    let c = c3 / 3;
+    let qkv = qkv
+        .reshape((b, n, 3, heads, c / heads))
+        .unwrap()
+        .permute((2, 0, 3, 1, 4))
+        .unwrap();
+    let q = (qkv.i(0).unwrap().contiguous().unwrap() * scale).unwrap();
+    let k = qkv.i(1).unwrap().contiguous().unwrap();
+    let v = qkv.i(2).unwrap().contiguous().unwrap();
+    let att = q.matmul(&k.t().unwrap()).unwrap();
+    let att = crate::model::ops::softmax_last_dim(&att).unwrap();
+    att.matmul(&v)
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .reshape((b, n, c))
+        .unwrap()
+}
+
+#[test]
+fn linear_matches_candle_on_every_isa() {
+    // 3 x 7 rows (not a multiple of the 6-row tile), 37 outputs (not of the 16-wide panel).
+    let (x, w, b) = (var(&[3, 7, 13], 1), var(&[37, 13], 2), var(&[37], 3));
+    let lin = Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()));
+    let y_ref = lin.forward(x.as_tensor()).unwrap();
+    let g_ref = weighted_sum(&y_ref, 4).backward().unwrap();
+    for isa in Isa::all_supported() {
+        let y = linear_with(x.as_tensor(), &lin, isa).unwrap();
+        assert_eq!(y.dims(), &[3, 7, 37]);
+        assert!(max_rel(&y, &y_ref) < 1e-6, "{isa:?} forward");
+        let g = weighted_sum(&y, 4).backward().unwrap();
+        for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
+            let (a, r) = (g.get(v).unwrap(), g_ref.get(v).unwrap());
+            assert_eq!(a.dims(), r.dims(), "{isa:?} d{name} shape");
+            let e = max_rel(a, r);
+            assert!(e < 1e-5, "{isa:?} d{name}: {e}");
+        }
+    }
+}
+
+#[test]
+fn linear_large_rows_split_over_threads() {
+    // More rows than one chunk (16 tiles of 6), so several chunks run in parallel.
+    let (x, w, b) = (var(&[250, 40], 5), var(&[24, 40], 6), var(&[24], 7));
+    let lin = Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()));
+    let y_ref = lin.forward(x.as_tensor()).unwrap();
+    let g_ref = weighted_sum(&y_ref, 8).backward().unwrap();
+    let y = linear(x.as_tensor(), &lin).unwrap();
+    assert!(max_rel(&y, &y_ref) < 1e-6);
+    let g = weighted_sum(&y, 8).backward().unwrap();
+    for v in [&x, &w, &b] {
+        assert!(max_rel(g.get(v).unwrap(), g_ref.get(v).unwrap()) < 1e-5);
+    }
+}
+
+#[test]
+fn gelu_matches_candle_erf_gelu() {
+    let x = Var::from_tensor(
+        &(Tensor::from_vec(values(5 * 4001, 9), (5, 4001), &Device::Cpu).unwrap() * 4.0).unwrap(),
+    )
+    .unwrap();
+    let y_ref = x.as_tensor().gelu_erf().unwrap();
+    let g_ref = weighted_sum(&y_ref, 10).backward().unwrap();
+    for isa in Isa::all_supported() {
+        let y = gelu_with(x.as_tensor(), isa).unwrap();
+        // erf to 1.5e-7 absolute (engine::math::erf) against libm's.
+        assert!(max_rel(&y, &y_ref) < 1e-6, "{isa:?} forward");
+        let g = weighted_sum(&y, 10).backward().unwrap();
+        let e = max_rel(g.get(&x).unwrap(), g_ref.get(&x).unwrap());
+        assert!(e < 1e-5, "{isa:?} backward: {e}");
+    }
+}
+
+#[test]
+fn attention_matches_candle_composition() {
+    // 2 clips, 11 tokens, 3 heads of 5: nothing a multiple of a kernel's tile.
+    let qkv = var(&[2, 11, 45], 11);
+    let scale = 5f64.powf(-0.5);
+    let y_ref = attention_composed(qkv.as_tensor(), 3, scale);
+    let g_ref = weighted_sum(&y_ref, 12).backward().unwrap();
+    let y = attention(qkv.as_tensor(), 3, scale).unwrap().unwrap();
+    assert_eq!(y.dims(), &[2, 11, 15]);
+    let e = max_rel(&y, &y_ref);
+    assert!(e < 1e-5, "forward {e}");
+    let g = weighted_sum(&y, 12).backward().unwrap();
+    let e = max_rel(g.get(&qkv).unwrap(), g_ref.get(&qkv).unwrap());
+    assert!(e < 1e-4, "backward {e}");
+}
+
+/// Central differences of `f` at every element of `x` (f64 accumulation of an f32 function,
+/// so the step is large and the tolerance loose: this catches wrong formulas, not rounding).
+fn check_fd(x: &Var, f: impl Fn(&Tensor) -> Tensor, what: &str) {
+    let grad = f(x.as_tensor()).backward().unwrap();
+    let grad = grad
+        .get(x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let base = x
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let h = 1e-2f32;
+    let mut worst = 0f32;
+    let scale = grad.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for i in 0..base.len() {
+        let at = |d: f32| {
+            let mut v = base.clone();
+            v[i] += d;
+            let t = Tensor::from_vec(v, x.shape(), &Device::Cpu).unwrap();
+            f(&t).to_scalar::<f32>().unwrap()
+        };
+        let fd = (at(h) - at(-h)) / (2.0 * h);
+        worst = worst.max((fd - grad[i]).abs() / scale);
+    }
+    assert!(worst < 2e-2, "{what}: worst relative error {worst}");
+}
+
+#[test]
+fn fused_gradients_match_finite_differences() {
+    let x = var(&[2, 3, 5], 13);
+    let (w, b) = (var(&[7, 5], 14), var(&[7], 15));
+    let lin = Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()));
+    check_fd(
+        &x,
+        |t| weighted_sum(&gelu(&linear(t, &lin).unwrap()).unwrap(), 16),
+        "gelu(linear(x))",
+    );
+    let qkv = var(&[2, 4, 12], 17);
+    check_fd(
+        &qkv,
+        |t| weighted_sum(&attention(t, 2, 0.5).unwrap().unwrap(), 18),
+        "attention",
+    );
+}
+
+#[test]
+fn fused_ops_reject_bad_shapes() {
+    let qkv = Tensor::zeros((1, 4, 10), DType::F32, &Device::Cpu).unwrap();
+    assert!(attention(&qkv, 3, 1.0).is_err(), "10 is not 3 x 3 heads");
+    let x = Tensor::zeros((4, 6), DType::F32, &Device::Cpu).unwrap();
+    let lin = Linear::new(
+        Tensor::zeros((3, 5), DType::F32, &Device::Cpu).unwrap(),
+        Some(Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap()),
+    );
+    assert!(linear(&x, &lin).is_err(), "6 inputs into a 5-input layer");
+}
