@@ -22,6 +22,7 @@
 //! order).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result};
 use candle_core::{Shape, Tensor};
@@ -47,7 +48,7 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]>
 }
 
 /// Runs `f(i)` for every `i` in `0..n` on candle's CPU threads.
-fn par_for(n: usize, f: impl Fn(usize) + Sync) {
+pub(crate) fn par_for(n: usize, f: impl Fn(usize) + Sync) {
     if n <= 1 {
         if n == 1 {
             f(0);
@@ -64,22 +65,46 @@ fn par_for(n: usize, f: impl Fn(usize) + Sync) {
     });
 }
 
+/// `len` zeros, written by all the threads (a fresh output buffer: zeroing it on one thread
+/// while the others wait cost 5 % of a training step).
+pub(crate) fn zeroed(len: usize) -> Vec<f32> {
+    const PART: usize = 1 << 16;
+    if len < 2 * PART {
+        return vec![0f32; len];
+    }
+    let mut v = Vec::<f32>::with_capacity(len);
+    let base = Out(v.as_mut_ptr(), len);
+    par_for(len.div_ceil(PART), |i| {
+        let start = i * PART;
+        let count = PART.min(len - start);
+        // SAFETY: part `i` alone writes `start..start + count` of the allocation's `len`.
+        unsafe { std::ptr::write_bytes(base.ptr().add(start), 0, count) };
+    });
+    // SAFETY: every element of `0..len` was written above.
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// A raw view of an output buffer whose disjoint parts several threads fill.
 #[derive(Clone, Copy)]
-struct Out(*mut f32, usize);
+pub(crate) struct Out(*mut f32, usize);
 // SAFETY: every user writes disjoint ranges (stated at each use) while the buffer is alive.
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
 impl Out {
-    fn new(v: &mut [f32]) -> Self {
+    pub(crate) fn new(v: &mut [f32]) -> Self {
         Self(v.as_mut_ptr(), v.len())
+    }
+
+    fn ptr(&self) -> *mut f32 {
+        self.0
     }
 
     /// # Safety
     /// `start..start + len` in bounds and touched by no one else meanwhile.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
+    pub(crate) unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
         assert!(start + len <= self.1, "output range");
         std::slice::from_raw_parts_mut(self.0.add(start), len)
     }
@@ -99,22 +124,6 @@ fn gemm_rows(isa: Isa, a: &[f32], m: usize, w: &PackedF32, c: &mut [f32]) {
         let c = unsafe { out.slice(r0 * n, r * n) };
         gemm(isa, &a[r0 * k..(r0 + r) * k], r, w, c, false);
     });
-}
-
-/// `a` (`[rows, cols]`) transposed, in tiles that stay in L1.
-fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const T: usize = 32;
-    let mut t = vec![0f32; a.len()];
-    for r0 in (0..rows).step_by(T) {
-        for c0 in (0..cols).step_by(T) {
-            for r in r0..(r0 + T).min(rows) {
-                for c in c0..(c0 + T).min(cols) {
-                    t[c * rows + r] = a[r * cols + c];
-                }
-            }
-        }
-    }
-    t
 }
 
 /// `y = x W^T + b` over the last dimension of `x`.
@@ -148,7 +157,7 @@ impl CustomOp3 for LinearOp {
         }
         let m = x.len() / k.max(1);
         let packed = PackedF32::new(w, Some(b), n, k);
-        let mut y = vec![0f32; m * n];
+        let mut y = zeroed(m * n);
         gemm_rows(self.0, x, m, &packed, &mut y);
         let mut out = dims.to_vec();
         *out.last_mut().expect("checked above") = n;
@@ -195,7 +204,7 @@ impl CustomOp2 for LinearDx {
         let (n, k) = lw.shape().dims2()?;
         let m = g.len() / n.max(1);
         let packed = PackedF32::from_transposed(w, n, k);
-        let mut dx = vec![0f32; m * k];
+        let mut dx = zeroed(m * k);
         gemm_rows(self.0, g, m, &packed, &mut dx);
         let mut out = lg.dims().to_vec();
         *out.last_mut().expect("grad has a last dim") = k;
@@ -223,14 +232,43 @@ impl CustomOp2 for LinearDw {
         let n = *lg.dims().last().unwrap_or(&1);
         let k = *lx.dims().last().unwrap_or(&1);
         let m = g.len() / n.max(1);
-        let gt = transpose(g, m, n);
-        let packed = PackedF32::from_transposed(x, m, k);
-        let mut out = vec![0f32; n * k + n];
+        let mut out = zeroed(n * k + n);
         let (dw, db) = out.split_at_mut(n * k);
+        // g^T and the bias gradient, 16 columns of g per chunk: each read is a 64-byte run of a
+        // row of g, each write a run of a row of g^T; db sums in row order (as one thread would).
+        const COLS: usize = 16;
+        let mut gt = zeroed(m * n);
+        let (tview, bview) = (Out::new(&mut gt), Out::new(db));
+        par_for(n.div_ceil(COLS), |c| {
+            let cols = c * COLS..((c + 1) * COLS).min(n);
+            let w = cols.len();
+            // SAFETY: chunk `c` owns rows `cols` of g^T and entries `cols` of db.
+            let (t, b) = unsafe {
+                (
+                    tview.slice(cols.start * m, w * m),
+                    bview.slice(cols.start, w),
+                )
+            };
+            // 16 x 16 tiles: the 16 source rows stay in L1 while each output row gets a
+            // 64-byte run.
+            for r0 in (0..m).step_by(16) {
+                let rs = r0..(r0 + 16).min(m);
+                for j in 0..w {
+                    let col = cols.start + j;
+                    let mut acc = 0f32;
+                    for (o, r) in t[j * m + rs.start..j * m + rs.end]
+                        .iter_mut()
+                        .zip(rs.clone())
+                    {
+                        *o = g[r * n + col];
+                        acc += *o;
+                    }
+                    b[j] += acc;
+                }
+            }
+        });
+        let packed = PackedF32::from_transposed(x, m, k);
         gemm_rows(self.0, &gt, n, &packed, dw);
-        for (d, row) in db.iter_mut().zip(gt.chunks_exact(m.max(1))) {
-            *d = row.iter().sum();
-        }
         Ok((CpuStorage::F32(out), Shape::from(n * k + n)))
     }
 }
@@ -279,7 +317,7 @@ impl CustomOp1 for Gelu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, "gelu")?;
-        let mut y = vec![0f32; x.len()];
+        let mut y = zeroed(x.len());
         let out = Out::new(&mut y);
         par_for(x.len().div_ceil(CHUNK), |i| {
             let r = i * CHUNK..((i + 1) * CHUNK).min(x.len());
@@ -317,7 +355,7 @@ impl CustomOp2 for GeluBwd {
         if x.len() != g.len() {
             candle_core::bail!("gelu backward: {} values, {} grads", x.len(), g.len());
         }
-        let mut dx = vec![0f32; x.len()];
+        let mut dx = zeroed(x.len());
         let out = Out::new(&mut dx);
         par_for(x.len().div_ceil(CHUNK), |i| {
             let r = i * CHUNK..((i + 1) * CHUNK).min(x.len());
@@ -342,13 +380,39 @@ fn gelu_with(x: &Tensor, isa: Isa) -> Result<Tensor> {
     }
 }
 
-/// Multi-head self-attention without a bias: `qkv` `[B, N, 3 C]` (the `qkv` projection's output,
-/// laid out `[3, heads, head_dim]` in its last dimension, as I-JEPA's `Attention` reshapes it)
-/// to `[B, N, C]` (heads concatenated, before the output projection).
-#[derive(Clone, Copy)]
+/// Multi-head self-attention: `qkv` `[B, N, 3 C]` (the `qkv` projection's output, laid out
+/// `[3, heads, head_dim]` in its last dimension, as I-JEPA's `Attention` reshapes it) to
+/// `[B, N, C]` (heads concatenated, before the output projection). `bias`: an additive score
+/// bias, constant (no gradient), `[N, N]` per clip (`batch` = B) or shared (`batch` = 1).
+#[derive(Clone)]
 struct AttentionOp {
     heads: usize,
     scale: f32,
+    bias: Option<(Arc<[f32]>, usize)>,
+}
+
+impl AttentionOp {
+    /// Clip `bi`'s `[N, N]` bias, if any.
+    fn bias_of(&self, bi: usize, n: usize) -> Option<&[f32]> {
+        self.bias.as_ref().map(|(v, batch)| {
+            let b = if *batch == 1 { 0 } else { bi };
+            &v[b * n * n..(b + 1) * n * n]
+        })
+    }
+
+    fn check_bias(&self, g: Geom) -> Result<()> {
+        if let Some((v, batch)) = &self.bias {
+            if (*batch != 1 && *batch != g.b) || v.len() != batch * g.n * g.n {
+                candle_core::bail!(
+                    "attention bias of {} values for {} clips of {} tokens",
+                    v.len(),
+                    g.b,
+                    g.n
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The geometry of one `[B, N, 3C]` qkv tensor.
@@ -414,11 +478,18 @@ unsafe fn mm(
     );
 }
 
-/// `p = softmax(scale Q K^T)` of one (batch, head) into `p` (`[N, N]`).
+/// `p = softmax(scale Q K^T + bias)` of one (batch, head) into `p` (`[N, N]`).
 ///
 /// # Safety
 /// `q`, `k` point into a live `[B, N, 3C]` buffer at the head's first element.
-unsafe fn probs(g: Geom, q: *const f32, k: *const f32, scale: f32, p: &mut [f32]) {
+unsafe fn probs(
+    g: Geom,
+    q: *const f32,
+    k: *const f32,
+    scale: f32,
+    bias: Option<&[f32]>,
+    p: &mut [f32],
+) {
     let (n, rs) = (g.n, 3 * g.c as isize);
     mm(
         (n, n, g.dh),
@@ -430,6 +501,9 @@ unsafe fn probs(g: Geom, q: *const f32, k: *const f32, scale: f32, p: &mut [f32]
         (rs, 1),
         scale,
     );
+    if let Some(bias) = bias {
+        p.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+    }
     for row in p.chunks_exact_mut(n) {
         crate::engine::math::softmax(row);
     }
@@ -443,7 +517,8 @@ impl CustomOp1 for AttentionOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let qkv = f32_slice(s, l, "attention")?;
         let g = Geom::new(l, self.heads)?;
-        let mut y = vec![0f32; g.b * g.n * g.c];
+        self.check_bias(g)?;
+        let mut y = zeroed(g.b * g.n * g.c);
         let out = Out::new(&mut y);
         let (n, c) = (g.n, g.c);
         par_for(g.b * g.heads, |item| {
@@ -454,7 +529,8 @@ impl CustomOp1 for AttentionOp {
             // head's columns h*dh.. of batch bi's output rows.
             unsafe {
                 let q = base.add(h * g.dh);
-                probs(g, q, base.add(c + h * g.dh), self.scale, &mut p);
+                let k = base.add(c + h * g.dh);
+                probs(g, q, k, self.scale, self.bias_of(bi, n), &mut p);
                 let o = out.slice(bi * n * c, n * c).as_mut_ptr().add(h * g.dh);
                 mm(
                     (n, g.dh, n),
@@ -474,7 +550,7 @@ impl CustomOp1 for AttentionOp {
     fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(qkv.contiguous()?.apply_op2_no_bwd(
             &grad.contiguous()?,
-            &AttentionBwd(*self),
+            &AttentionBwd(self.clone()),
         )?))
     }
 }
@@ -496,10 +572,11 @@ impl CustomOp2 for AttentionBwd {
         let qkv = f32_slice(s, l, "attention")?;
         let dout = f32_slice(sg, lg, "attention grad")?;
         let g = Geom::new(l, self.0.heads)?;
+        self.0.check_bias(g)?;
         if dout.len() != g.b * g.n * g.c {
             candle_core::bail!("attention backward: grad of {} values", dout.len());
         }
-        let mut dqkv = vec![0f32; qkv.len()];
+        let mut dqkv = zeroed(qkv.len());
         let out = Out::new(&mut dqkv);
         let (n, c, dh, scale) = (g.n, g.c, g.dh, self.0.scale);
         let (rs3, rs) = (3 * c as isize, c as isize);
@@ -517,7 +594,7 @@ impl CustomOp2 for AttentionBwd {
                     base.add(c + h * dh),
                     base.add(2 * c + h * dh),
                 );
-                probs(g, q, k, scale, &mut p);
+                probs(g, q, k, scale, self.0.bias_of(bi, n), &mut p);
                 let d = out.slice(bi * n * 3 * c, n * 3 * c).as_mut_ptr();
                 let (dq, dk, dv) = (d.add(h * dh), d.add(c + h * dh), d.add(2 * c + h * dh));
                 let nn = n as isize;
@@ -577,15 +654,33 @@ impl CustomOp2 for AttentionBwd {
     }
 }
 
-/// Multi-head self-attention of a `qkv` projection (`[B, N, 3C]` to `[B, N, C]`), fused where
-/// it applies; `None` where it does not (the caller composes it).
-pub fn attention(qkv: &Tensor, heads: usize, scale: f64) -> Result<Option<Tensor>> {
+/// Multi-head self-attention of a `qkv` projection (`[B, N, 3C]` to `[B, N, C]`), with an
+/// optional additive score bias broadcastable to `[B, heads, N, N]` from `[B or 1, 1, N, N]`
+/// (how fine-tuning drops keys, `vit::key_dropout_bias`); fused where it applies, `None` where
+/// it does not (the caller composes it).
+pub fn attention(
+    qkv: &Tensor,
+    heads: usize,
+    scale: f64,
+    bias: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
     if !usable(qkv) {
         return Ok(None);
     }
+    let bias = match bias {
+        None => None,
+        Some(t) => match t.dims() {
+            &[bb, 1, n1, n2] if n1 == n2 && t.dtype() == DType::F32 => {
+                let v = t.flatten_all()?.to_vec1::<f32>()?;
+                Some((Arc::from(v), bb))
+            }
+            _ => return Ok(None),
+        },
+    };
     let op = AttentionOp {
         heads,
         scale: scale as f32,
+        bias,
     };
     Ok(Some(qkv.contiguous()?.apply_op1(op)?))
 }

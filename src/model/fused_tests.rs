@@ -41,7 +41,7 @@ fn weighted_sum(y: &Tensor, seed: u64) -> Tensor {
 }
 
 /// candle's composition of I-JEPA's attention (what `vit::Attention` runs off the fused path).
-fn attention_composed(qkv: &Tensor, heads: usize, scale: f64) -> Tensor {
+fn attention_composed(qkv: &Tensor, heads: usize, scale: f64, bias: Option<&Tensor>) -> Tensor {
     let (b, n, c3) = qkv.dims3().unwrap();
     let c = c3 / 3;
     let qkv = qkv
@@ -52,7 +52,10 @@ fn attention_composed(qkv: &Tensor, heads: usize, scale: f64) -> Tensor {
     let q = (qkv.i(0).unwrap().contiguous().unwrap() * scale).unwrap();
     let k = qkv.i(1).unwrap().contiguous().unwrap();
     let v = qkv.i(2).unwrap().contiguous().unwrap();
-    let att = q.matmul(&k.t().unwrap()).unwrap();
+    let mut att = q.matmul(&k.t().unwrap()).unwrap();
+    if let Some(bias) = bias {
+        att = att.broadcast_add(bias).unwrap();
+    }
     let att = crate::model::ops::softmax_last_dim(&att).unwrap();
     att.matmul(&v)
         .unwrap()
@@ -121,9 +124,9 @@ fn attention_matches_candle_composition() {
     // 2 clips, 11 tokens, 3 heads of 5: nothing a multiple of a kernel's tile.
     let qkv = var(&[2, 11, 45], 11);
     let scale = 5f64.powf(-0.5);
-    let y_ref = attention_composed(qkv.as_tensor(), 3, scale);
+    let y_ref = attention_composed(qkv.as_tensor(), 3, scale, None);
     let g_ref = weighted_sum(&y_ref, 12).backward().unwrap();
-    let y = attention(qkv.as_tensor(), 3, scale).unwrap().unwrap();
+    let y = attention(qkv.as_tensor(), 3, scale, None).unwrap().unwrap();
     assert_eq!(y.dims(), &[2, 11, 15]);
     let e = max_rel(&y, &y_ref);
     assert!(e < 1e-5, "forward {e}");
@@ -178,7 +181,7 @@ fn fused_gradients_match_finite_differences() {
     let qkv = var(&[2, 4, 12], 17);
     check_fd(
         &qkv,
-        |t| weighted_sum(&attention(t, 2, 0.5).unwrap().unwrap(), 18),
+        |t| weighted_sum(&attention(t, 2, 0.5, None).unwrap().unwrap(), 18),
         "attention",
     );
 }
@@ -186,11 +189,34 @@ fn fused_gradients_match_finite_differences() {
 #[test]
 fn fused_ops_reject_bad_shapes() {
     let qkv = Tensor::zeros((1, 4, 10), DType::F32, &Device::Cpu).unwrap();
-    assert!(attention(&qkv, 3, 1.0).is_err(), "10 is not 3 x 3 heads");
+    assert!(
+        attention(&qkv, 3, 1.0, None).is_err(),
+        "10 is not 3 x 3 heads"
+    );
     let x = Tensor::zeros((4, 6), DType::F32, &Device::Cpu).unwrap();
     let lin = Linear::new(
         Tensor::zeros((3, 5), DType::F32, &Device::Cpu).unwrap(),
         Some(Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap()),
     );
     assert!(linear(&x, &lin).is_err(), "6 inputs into a 5-input layer");
+}
+
+#[test]
+fn attention_with_key_dropout_bias_matches_candle() {
+    // Fine-tuning's key dropout (vit::key_dropout_bias): [B, 1, N, N], one bias per clip.
+    let qkv = var(&[2, 7, 18], 19);
+    let dropped: Vec<bool> = (0..14).map(|i| i % 3 == 1).collect();
+    let bias = crate::model::vit::key_dropout_bias(&dropped, 2, 7, &Device::Cpu).unwrap();
+    let y_ref = attention_composed(qkv.as_tensor(), 2, 0.3, Some(&bias));
+    let g_ref = weighted_sum(&y_ref, 20).backward().unwrap();
+    let y = attention(qkv.as_tensor(), 2, 0.3, Some(&bias))
+        .unwrap()
+        .unwrap();
+    assert!(max_rel(&y, &y_ref) < 1e-5, "forward");
+    let g = weighted_sum(&y, 20).backward().unwrap();
+    let e = max_rel(g.get(&qkv).unwrap(), g_ref.get(&qkv).unwrap());
+    assert!(e < 1e-4, "backward {e}");
+    // A bias of the wrong size is an error, not a read out of bounds.
+    let small = Tensor::zeros((3, 1, 7, 7), DType::F32, &Device::Cpu).unwrap();
+    assert!(attention(qkv.as_tensor(), 2, 0.3, Some(&small)).is_err());
 }

@@ -17,6 +17,7 @@
 //! `y = xhat w + b`, `xhat = (x - mean) rstd`: `dx = rstd (gw - mean(gw) - xhat mean(gw xhat))`,
 //! `dw = sum_rows(g xhat)`, `db = sum_rows(g)`.
 
+use crate::model::fused::{par_for, zeroed, Out};
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, D,
 };
@@ -233,6 +234,10 @@ struct LayerNorm {
     eps: f32,
 }
 
+/// Rows per parallel chunk of the layer-norm kernels (fixed, so the weight-gradient partial sums
+/// and their order do not depend on the thread count).
+const LN_ROWS: usize = 64;
+
 impl CustomOp3 for LayerNorm {
     fn name(&self) -> &'static str {
         "ajepa-layer-norm"
@@ -251,13 +256,20 @@ impl CustomOp3 for LayerNorm {
         let w = f32_slice(s2, l2, "layer norm")?;
         let b = f32_slice(s3, l3, "layer norm")?;
         let n = w.len().max(1);
-        let mut out = vec![0f32; x.len()];
-        normalise_rows(x, n, self.eps, &mut out);
-        for r in out.chunks_exact_mut(n) {
-            for ((o, &wv), &bv) in r.iter_mut().zip(w).zip(b) {
-                *o = *o * wv + bv;
+        let rows = x.len() / n;
+        let mut out = zeroed(x.len());
+        let view = Out::new(&mut out);
+        par_for(rows.div_ceil(LN_ROWS), |c| {
+            let r = c * LN_ROWS..((c + 1) * LN_ROWS).min(rows);
+            // SAFETY: chunk `c` owns rows `r`.
+            let o = unsafe { view.slice(r.start * n, r.len() * n) };
+            normalise_rows(&x[r.start * n..r.end * n], n, self.eps, o);
+            for row in o.chunks_exact_mut(n) {
+                for ((v, &wv), &bv) in row.iter_mut().zip(w).zip(b) {
+                    *v = *v * wv + bv;
+                }
             }
-        }
+        });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -272,31 +284,13 @@ impl CustomOp3 for LayerNorm {
         let n = w.dim(0)?;
         let x = x.contiguous()?;
         let g = grad.contiguous()?;
-        let dx = x.apply_op3_no_bwd(w, &g, &LayerNormBwd { eps: self.eps })?;
-        let xhat = x.apply_op1_no_bwd(&Normalise { eps: self.eps })?;
-        let g2 = g.reshape(((), n))?;
-        let dw = (g2.clone() * xhat.reshape(((), n))?)?.sum(0)?;
-        let db = g2.sum(0)?;
+        // [dx, dw, db] in one pass over the rows.
+        let all = x.apply_op3_no_bwd(w, &g, &LayerNormBwd { eps: self.eps })?;
+        let len = x.elem_count();
+        let dx = all.narrow(0, 0, len)?.reshape(x.shape())?;
+        let dw = all.narrow(0, len, n)?;
+        let db = all.narrow(0, len + n, n)?;
         Ok((Some(dx), Some(dw), Some(db)))
-    }
-}
-
-/// `xhat` of each row (no affine), for the weight gradient.
-struct Normalise {
-    eps: f32,
-}
-
-impl CustomOp1 for Normalise {
-    fn name(&self) -> &'static str {
-        "ajepa-normalise"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s, l, "normalise")?;
-        let n = l.dims().last().copied().unwrap_or(1).max(1);
-        let mut out = vec![0f32; x.len()];
-        normalise_rows(x, n, self.eps, &mut out);
-        Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 }
 
@@ -309,6 +303,7 @@ impl CustomOp3 for LayerNormBwd {
         "ajepa-layer-norm-bwd"
     }
 
+    /// `[dx (x's size), dw (n), db (n)]`, flat.
     fn cpu_fwd(
         &self,
         s1: &CpuStorage,
@@ -322,29 +317,50 @@ impl CustomOp3 for LayerNormBwd {
         let w = f32_slice(s2, l2, "layer norm bwd")?;
         let g = f32_slice(s3, l3, "layer norm bwd")?;
         let n = w.len().max(1);
-        let mut xhat = vec![0f32; x.len()];
-        let rstds = normalise_rows(x, n, self.eps, &mut xhat);
-        let mut dx = vec![0f32; x.len()];
-        let mut gw = vec![0f32; n];
-        for (((hr, gr), dr), &rstd) in xhat
-            .chunks_exact(n)
-            .zip(g.chunks_exact(n))
-            .zip(dx.chunks_exact_mut(n))
-            .zip(&rstds)
-        {
-            let (mut m1, mut m2) = (0f32, 0f32);
-            for k in 0..n {
-                gw[k] = gr[k] * w[k];
-                m1 += gw[k];
-                m2 += gw[k] * hr[k];
-            }
-            m1 /= n as f32;
-            m2 /= n as f32;
-            for k in 0..n {
-                dr[k] = rstd * (gw[k] - m1 - hr[k] * m2);
-            }
+        if g.len() != x.len() {
+            candle_core::bail!("layer norm bwd: {} values, {} grads", x.len(), g.len());
         }
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        let rows = x.len() / n;
+        let chunks = rows.div_ceil(LN_ROWS);
+        let mut out = zeroed(x.len() + 2 * n);
+        // Per-chunk partial sums of dw and db, added in chunk order below.
+        let mut partial = vec![0f32; chunks * 2 * n];
+        let (view, pview) = (Out::new(&mut out), Out::new(&mut partial));
+        par_for(chunks, |c| {
+            let r = c * LN_ROWS..((c + 1) * LN_ROWS).min(rows);
+            let (xs, gs) = (&x[r.start * n..r.end * n], &g[r.start * n..r.end * n]);
+            // SAFETY: chunk `c` owns rows `r` of dx and its own partial sums.
+            let (dx, acc) = unsafe {
+                (
+                    view.slice(r.start * n, r.len() * n),
+                    pview.slice(c * 2 * n, 2 * n),
+                )
+            };
+            let rstds = normalise_rows(xs, n, self.eps, dx);
+            let (dw, db) = acc.split_at_mut(n);
+            let mut gw = vec![0f32; n];
+            for ((dr, gr), &rstd) in dx.chunks_exact_mut(n).zip(gs.chunks_exact(n)).zip(&rstds) {
+                // `dr` holds xhat here; it becomes dx.
+                let (mut m1, mut m2) = (0f32, 0f32);
+                for k in 0..n {
+                    gw[k] = gr[k] * w[k];
+                    m1 += gw[k];
+                    m2 += gw[k] * dr[k];
+                    dw[k] += gr[k] * dr[k];
+                    db[k] += gr[k];
+                }
+                m1 /= n as f32;
+                m2 /= n as f32;
+                for k in 0..n {
+                    dr[k] = rstd * (gw[k] - m1 - dr[k] * m2);
+                }
+            }
+        });
+        let (_, sums) = out.split_at_mut(x.len());
+        for acc in partial.chunks_exact(2 * n) {
+            sums.iter_mut().zip(acc).for_each(|(s, a)| *s += a);
+        }
+        Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * n)))
     }
 }
 

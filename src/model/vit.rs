@@ -71,9 +71,9 @@ impl Attention {
     fn forward(&self, x: &Tensor, mode: Mode, bias: Option<&Tensor>) -> Result<Tensor> {
         let (b, n, c) = x.dims3()?;
         let h = self.num_heads;
-        if mode == Mode::Train && bias.is_none() && fused::usable(x) {
+        if mode == Mode::Train && fused::usable(x) {
             let qkv = fused::linear(x, &self.qkv)?;
-            if let Some(y) = fused::attention(&qkv, h, self.scale)? {
+            if let Some(y) = fused::attention(&qkv, h, self.scale, bias)? {
                 return fused::linear(&y, &self.proj);
             }
         }

@@ -1,5 +1,6 @@
 //! Where a training step's time goes: `cargo run --release -p audio-jepa-training --example
-//! step_profile [CONFIG]` (default training/configs/edge.toml), synthetic batch.
+//! step_profile [CONFIG]` (default training/configs/edge.toml), synthetic clips, real masks.
+//! `CANDLE_NUM_THREADS=N` sets the thread count.
 
 use std::time::Instant;
 
@@ -29,11 +30,15 @@ fn main() -> anyhow::Result<()> {
     let mut t = Trainer::new(cfg.clone(), &Device::Cpu)?;
     let dev = Device::Cpu;
     let mut acc = [0.0f64; 6];
+    let mut ctx_len = 0usize;
     let n = 6;
     for s in 0..n + 1 {
         let b = make_batch(&clips, &cfg, s);
         let x = Tensor::from_slice(&b.patches, (b.batch, b.n_patches, 256), &dev)?;
         let m = MaskTensors::new(&b.masks, &dev)?;
+        if s > 0 {
+            ctx_len += m.context.dim(1)?;
+        }
         let j = &t.jepa;
         let t0 = Instant::now();
         let h = j.targets(&x)?;
@@ -80,9 +85,20 @@ fn main() -> anyhow::Result<()> {
         println!("{nm:20} {v:8.1} ms  {:5.1} %", 100.0 * v / total);
     }
     println!(
-        "{:20} {total:8.1} ms  ({:.1} samples/s)",
+        "{:20} {total:8.1} ms  ({:.1} samples/s; {} threads, mean context {:.0} patches, peak RSS {} MiB)",
         "step",
-        cfg.optim.batch_size as f64 / total * 1e3
+        cfg.optim.batch_size as f64 / total * 1e3,
+        candle_core::utils::get_num_threads(),
+        ctx_len as f64 / n as f64,
+        peak_rss_mib().map_or("?".into(), |m| m.to_string()),
     );
     Ok(())
+}
+
+/// This process's peak resident memory (Linux `VmHWM`).
+fn peak_rss_mib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
 }

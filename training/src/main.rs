@@ -15,6 +15,10 @@ mod pretrain;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// CPU threads for training (default: the machine's physical cores; the same as setting
+    /// CANDLE_NUM_THREADS). Results do not depend on it.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,7 +52,13 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // candle sizes its CPU thread pools from these on first use, which is later than this.
+        std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    let result = match cli.command {
         Command::Scan { data } => scan(&data),
         Command::Pretrain(args) => pretrain::run(args),
         Command::Prepare(args) => prepare::run(args),

@@ -10,7 +10,7 @@
 use audio_jepa::model::fused;
 use audio_jepa::model::vit::{gather_tokens, Block, Mode, Norm, PosCache};
 use audio_jepa::model::EncoderConfig;
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::{linear, Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
