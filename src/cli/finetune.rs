@@ -305,7 +305,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         summary["history"] = serde_json::json!(out
             .history
             .iter()
-            .map(|e| serde_json::json!({"epoch": e.epoch, "train_loss": e.train_loss, "val_loss": e.val_loss, "val_accuracy": e.val_accuracy}))
+            .map(|e| serde_json::json!({"epoch": e.epoch, "train_loss": e.train_loss, "val_loss": e.val_loss, "val_accuracy": e.val_accuracy, "seconds": e.seconds}))
             .collect::<Vec<_>>());
         summary["best_epoch"] = out.best_epoch.into();
         let enc_path = args.out.join("encoder.safetensors");

@@ -22,7 +22,7 @@
 //! order).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result};
 use candle_core::{Shape, Tensor};
@@ -33,8 +33,13 @@ use crate::engine::math::{erf, exp, simd_fn};
 use crate::engine::Isa;
 
 /// Whether `x` can take the fused path (contiguous or not: the ops make it contiguous).
+/// `AJEPA_FUSED=0` in the environment turns the path off (candle's composed ops everywhere): to
+/// measure what it gains, or to rule it out when something looks wrong.
 pub fn usable(x: &Tensor) -> bool {
-    matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("AJEPA_FUSED").map_or(true, |v| v.trim() != "0"))
+        && matches!(x.device(), Device::Cpu)
+        && x.dtype() == DType::F32
 }
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
