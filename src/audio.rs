@@ -76,7 +76,73 @@ pub fn load(path: impl AsRef<Path>, rate: u32) -> Result<Audio, AudioError> {
 }
 
 /// Decodes `path` and downmixes it to mono at the file's own rate.
+/// The sample rates accepted (Hz): every real recording lies inside; a header outside is corrupt
+/// or hostile (0 Hz made symphonia's WAV reader panic, 1 Hz or 4.29 GHz made resampling to 16 kHz
+/// allocate tens of gigabytes).
+pub const RATE_RANGE: std::ops::RangeInclusive<u32> = 1_000..=768_000;
+
+fn check_rate(path: &Path, rate: u32) -> Result<(), AudioError> {
+    if RATE_RANGE.contains(&rate) {
+        return Ok(());
+    }
+    Err(AudioError::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!(
+            "the header declares a sample rate of {rate} Hz (supported: {} Hz to {} Hz)",
+            RATE_RANGE.start(),
+            RATE_RANGE.end()
+        ),
+    })
+}
+
+/// The sample rate a RIFF/WAVE header declares, read before symphonia sees the file (its WAV
+/// reader asserts on 0 Hz while probing). `None` for anything that is not a readable WAV header.
+fn wav_header_rate(path: &Path) -> Option<u32> {
+    use std::io::Read;
+    let mut head = [0u8; 4096];
+    let mut f = File::open(path).ok()?;
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    let head = &head[..n];
+    if head.len() < 12 || &head[0..4] != b"RIFF" || &head[8..12] != b"WAVE" {
+        return None;
+    }
+    let mut at = 12;
+    while at + 8 <= head.len() {
+        let id = &head[at..at + 4];
+        let size = u32::from_le_bytes(head[at + 4..at + 8].try_into().ok()?) as usize;
+        if id == b"fmt " {
+            let rate = head.get(at + 12..at + 16)?;
+            return Some(u32::from_le_bytes(rate.try_into().ok()?));
+        }
+        // Chunks are padded to an even size.
+        at = at
+            .checked_add(8)?
+            .checked_add(size)?
+            .checked_add(size & 1)?;
+    }
+    None
+}
+
 pub fn decode_mono(path: &Path) -> Result<Audio, AudioError> {
+    // A decoder panic on a malformed file is that file's error, never the caller's crash (a batch
+    // job reports it and goes on).
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_checked(path))).unwrap_or_else(
+        |_| {
+            Err(AudioError::Corrupt {
+                path: path.to_path_buf(),
+                reason: "the decoder failed on a malformed header or stream".into(),
+            })
+        },
+    )
+}
+
+fn decode_checked(path: &Path) -> Result<Audio, AudioError> {
     let p = || path.to_path_buf();
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => AudioError::NotFound { path: p() },
@@ -90,6 +156,9 @@ pub fn decode_mono(path: &Path) -> Result<Audio, AudioError> {
     }
     if meta.len() == 0 {
         return Err(AudioError::EmptyFile { path: p() });
+    }
+    if let Some(rate) = wav_header_rate(path) {
+        check_rate(path, rate)?;
     }
     let file = File::open(path).map_err(|source| AudioError::Io { path: p(), source })?;
     let mss = MediaSourceStream::new(Box::new(file), Default::default());
@@ -116,12 +185,18 @@ pub fn decode_mono(path: &Path) -> Result<Audio, AudioError> {
         })?;
     let track_id = track.id;
     let params = track.codec_params.clone();
+    if let Some(rate) = params.sample_rate {
+        check_rate(path, rate)?;
+    }
     let mut decoder = symphonia::default::get_codecs()
         .make(&params, &DecoderOptions::default())
         .map_err(|e| classify(path, e))?;
 
+    // The header's frame count is a hint only: a tiny file may claim billions of frames. No
+    // codec here yields more than ~16 frames per byte (4-bit ADPCM, compressed FLAC is less).
+    let plausible = meta.len().saturating_mul(16);
     let mut samples: Vec<f32> =
-        Vec::with_capacity(params.n_frames.unwrap_or(0).min(1 << 28) as usize);
+        Vec::with_capacity(params.n_frames.unwrap_or(0).min(plausible).min(1 << 26) as usize);
     let mut sample_rate = params.sample_rate.unwrap_or(0);
     let mut channels = params.channels.map(|c| c.count()).unwrap_or(0);
     let mut frames: u64 = 0;
@@ -151,6 +226,7 @@ pub fn decode_mono(path: &Path) -> Result<Audio, AudioError> {
             continue;
         }
         sample_rate = spec.rate;
+        check_rate(path, sample_rate)?;
         channels = spec.channels.count();
         let sb = match &mut interleaved {
             Some(sb) if sb.capacity() >= buf.capacity() * channels => sb,
@@ -310,6 +386,51 @@ mod tests {
                 .map(|i| (y[i] - reference[i]).abs())
                 .fold(0.0f32, f32::max);
             assert!(err < 2e-3, "{from} Hz: max error {err}");
+        }
+    }
+
+    /// A 16-bit mono PCM WAV with any declared rate and `n` samples of a ramp.
+    fn wav_with_rate(dir: &Path, rate: u32, n: usize) -> PathBuf {
+        let data: Vec<u8> = (0..n)
+            .flat_map(|i| ((i * 37) as i16).to_le_bytes())
+            .collect();
+        let mut b = Vec::new();
+        b.extend_from_slice(b"RIFF");
+        b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+        b.extend_from_slice(b"WAVEfmt ");
+        b.extend_from_slice(&16u32.to_le_bytes());
+        b.extend_from_slice(&1u16.to_le_bytes()); // PCM
+        b.extend_from_slice(&1u16.to_le_bytes()); // mono
+        b.extend_from_slice(&rate.to_le_bytes());
+        b.extend_from_slice(&rate.wrapping_mul(2).to_le_bytes());
+        b.extend_from_slice(&2u16.to_le_bytes());
+        b.extend_from_slice(&16u16.to_le_bytes());
+        b.extend_from_slice(b"data");
+        b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        b.extend_from_slice(&data);
+        let path = dir.join(format!("rate-{rate}.wav"));
+        std::fs::write(&path, b).unwrap();
+        path
+    }
+
+    #[test]
+    fn absurd_sample_rates_are_refused_before_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        // 0 Hz used to panic inside symphonia; 1 Hz and 4.29 GHz to allocate 20-32 GB when
+        // resampled to 16 kHz (issue 15). A 32 KB file of each.
+        for rate in [0u32, 1, 999, 768_001, u32::MAX] {
+            let path = wav_with_rate(dir.path(), rate, 16_000);
+            let err = load(&path, 16_000).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("sample rate of {rate} Hz")) && err.contains("rate-"),
+                "{rate} Hz: {err}"
+            );
+        }
+        // The bounds themselves are real rates.
+        for rate in [1_000u32, 768_000] {
+            let path = wav_with_rate(dir.path(), rate, 4_000);
+            let a = decode_mono(&path).unwrap();
+            assert_eq!((a.sample_rate, a.samples.len()), (rate, 4_000));
         }
     }
 

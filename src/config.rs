@@ -131,13 +131,28 @@ impl FrontendConfig {
 
     /// Checks every setting; the front end is only ever built from a validated config.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.sample_rate == 0 {
-            return Err(invalid("frontend.sample_rate", "must be positive"));
+        if !crate::audio::RATE_RANGE.contains(&self.sample_rate) {
+            return Err(invalid(
+                "frontend.sample_rate",
+                format!(
+                    "{} Hz (supported: {} to {} Hz)",
+                    self.sample_rate,
+                    crate::audio::RATE_RANGE.start(),
+                    crate::audio::RATE_RANGE.end()
+                ),
+            ));
         }
-        if !(self.frame_length_ms.is_finite() && self.frame_length_ms > 0.0) {
+        // Upper bounds: a typo such as 1e9 ms must be an error, not an allocation abort.
+        if !(self.frame_length_ms.is_finite()
+            && self.frame_length_ms > 0.0
+            && self.frame_length_ms <= 1000.0)
+        {
             return Err(invalid(
                 "frontend.frame_length_ms",
-                "must be a positive number",
+                format!(
+                    "{} (a number of ms, above 0, at most 1000)",
+                    self.frame_length_ms
+                ),
             ));
         }
         if !(self.frame_shift_ms.is_finite() && self.frame_shift_ms > 0.0) {
@@ -173,6 +188,9 @@ impl FrontendConfig {
             ));
         }
         if let Some(n) = self.n_fft {
+            if n > 1 << 16 {
+                return Err(invalid("frontend.n_fft", format!("{n} (at most 65536)")));
+            }
             if n < len {
                 return Err(invalid(
                     "frontend.n_fft",
@@ -180,8 +198,11 @@ impl FrontendConfig {
                 ));
             }
         }
-        if self.n_mels == 0 {
-            return Err(invalid("frontend.n_mels", "must be at least 1 mel bin"));
+        if !(1..=1024).contains(&self.n_mels) {
+            return Err(invalid(
+                "frontend.n_mels",
+                format!("{} (1 to 1024 mel bins)", self.n_mels),
+            ));
         }
         let nyquist = self.sample_rate as f64 / 2.0;
         if !(self.f_min.is_finite() && self.f_min >= 0.0) {
@@ -280,10 +301,16 @@ impl Default for StreamConfig {
 
 impl StreamConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.window_columns == 0
-            || self.hop_columns == 0
-            || self.hop_columns > self.window_columns
-        {
+        if !(1..=64).contains(&self.window_columns) {
+            return Err(invalid(
+                "stream.window_columns",
+                format!(
+                    "{} (1 to 64 patch columns: 0.16 s to 10.24 s)",
+                    self.window_columns
+                ),
+            ));
+        }
+        if self.hop_columns == 0 || self.hop_columns > self.window_columns {
             return Err(invalid(
                 "stream.hop_columns",
                 format!(
@@ -381,6 +408,40 @@ mod tests {
         match c.validate() {
             Err(ConfigError::Invalid { field, .. }) => field,
             other => panic!("expected an invalid-setting error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_absurd_sizes_by_name() {
+        let base = FrontendConfig::default();
+        let huge_frame = FrontendConfig {
+            frame_length_ms: 1e9,
+            ..base.clone()
+        };
+        assert_eq!(err_field(huge_frame), "frontend.frame_length_ms");
+        let huge_fft = FrontendConfig {
+            n_fft: Some(1 << 30),
+            ..base.clone()
+        };
+        assert_eq!(err_field(huge_fft), "frontend.n_fft");
+        let mels = FrontendConfig {
+            n_mels: 100_000,
+            ..base.clone()
+        };
+        assert_eq!(err_field(mels), "frontend.n_mels");
+        let rate = FrontendConfig {
+            sample_rate: 4_000_000_000,
+            ..base
+        };
+        assert_eq!(err_field(rate), "frontend.sample_rate");
+        let stream = StreamConfig {
+            window_columns: 100_000,
+            hop_columns: 1,
+            ..StreamConfig::default()
+        };
+        match stream.validate() {
+            Err(ConfigError::Invalid { field, .. }) => assert_eq!(field, "stream.window_columns"),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -340,10 +340,15 @@ impl TrainConfig {
         self.predictor.block_config(&enc).validate()?;
         self.masks.validate()?;
         let o = &self.optim;
-        if o.steps == 0 || o.batch_size == 0 {
+        if o.steps == 0 {
+            return invalid("optim.steps", "must be positive".into());
+        }
+        // Upper bounds keep a typo from becoming an allocation abort (issue 15): a batch of
+        // 4096 crops of the base preset is already tens of GB.
+        if !(1..=4096).contains(&o.batch_size) {
             return invalid(
-                "optim.steps",
-                "steps and batch_size must be positive".into(),
+                "optim.batch_size",
+                format!("{} (1 to 4096 crops)", o.batch_size),
             );
         }
         if let Some(m) = o.minutes {
@@ -373,20 +378,26 @@ impl TrainConfig {
             return invalid("optim.betas", format!("{:?} not in [0, 1)", o.betas));
         }
         let d = &self.data;
-        if d.crop_frames == 0 || !d.crop_frames.is_multiple_of(enc.patch_size) {
+        if d.crop_frames == 0
+            || !d.crop_frames.is_multiple_of(enc.patch_size)
+            || d.crop_frames > 4096
+        {
             return invalid(
                 "data.crop_frames",
                 format!(
-                    "{} must be a positive multiple of the patch size {}",
+                    "{} must be a positive multiple of the patch size {}, at most 4096 frames (41 s)",
                     d.crop_frames, enc.patch_size
                 ),
             );
         }
-        if d.loader_threads == 0 || d.prefetch == 0 {
+        if !(1..=64).contains(&d.loader_threads) {
             return invalid(
                 "data.loader_threads",
-                "need at least one loader thread and one batch of prefetch".into(),
+                format!("{} (1 to 64 threads)", d.loader_threads),
             );
+        }
+        if !(1..=64).contains(&d.prefetch) {
+            return invalid("data.prefetch", format!("{} (1 to 64 batches)", d.prefetch));
         }
         for (i, src) in d.sources.iter().enumerate() {
             if !(src.weight.is_finite() && src.weight >= 0.0) {
@@ -416,11 +427,11 @@ impl TrainConfig {
         if !d.sources.is_empty() && d.sources.iter().all(|s| s.weight == 0.0) {
             return invalid("data.sources.weight", "every source has weight 0".into());
         }
-        if self.run.log_every == 0 || self.run.checkpoint_every == 0 {
-            return invalid(
-                "run.log_every",
-                "log_every and checkpoint_every must be positive".into(),
-            );
+        if self.run.log_every == 0 {
+            return invalid("run.log_every", "must be positive".into());
+        }
+        if self.run.checkpoint_every == 0 {
+            return invalid("run.checkpoint_every", "must be positive".into());
         }
         Ok(())
     }
@@ -467,5 +478,28 @@ mod tests {
             .unwrap_err();
         let text = format!("{err}: {:?}", std::error::Error::source(&err));
         assert!(text.contains("x.toml") && text.contains("fp8"), "{text}");
+    }
+
+    /// Absurd sizes are refused with the setting's name before anything is allocated
+    /// (issue 15: `crop_frames = 1e8` and `frame_length_ms = 1e9` aborted on allocation).
+    #[test]
+    fn absurd_settings_name_their_field() {
+        for (toml, field) in [
+            ("[data]\ncrop_frames = 100000000\n", "data.crop_frames"),
+            ("[optim]\nbatch_size = 0\n", "optim.batch_size"),
+            ("[optim]\nbatch_size = 1000000\n", "optim.batch_size"),
+            ("[run]\ncheckpoint_every = 0\n", "run.checkpoint_every"),
+            ("[data]\nprefetch = 100000\n", "data.prefetch"),
+            (
+                "[frontend]\nframe_length_ms = 1e9\n",
+                "frontend.frame_length_ms",
+            ),
+            ("[frontend]\nsample_rate = 1\n", "frontend.sample_rate"),
+        ] {
+            let err = TrainConfig::from_toml_str(toml, Path::new("x.toml"))
+                .and_then(|c| c.validate().map(|_| c));
+            let text = format!("{:?}", err.as_ref().err());
+            assert!(text.contains(field), "{toml}: {text}");
+        }
     }
 }
