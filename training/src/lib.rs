@@ -16,6 +16,7 @@ pub mod monitor;
 pub mod optim;
 pub mod plot;
 pub mod predictor;
+pub mod run_dir;
 pub mod schedules;
 pub mod shards;
 pub mod train;

@@ -13,6 +13,7 @@ use audio_jepa_training::data::list_audio_where;
 use audio_jepa_training::features::{load_features, ClipFeatures};
 use audio_jepa_training::loader::{fixed_batch, Corpus, Loader};
 use audio_jepa_training::plot::write_curves;
+use audio_jepa_training::run_dir;
 use audio_jepa_training::shards::{is_shard_dir, read_shards};
 use audio_jepa_training::train::{Trainer, CHECKPOINT, ENCODER};
 use candle_core::{Device, Tensor};
@@ -219,6 +220,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let dev = device(&args.device)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
+    for (path, bytes) in run_dir::remove_stale_temporaries(&args.out)
+        .with_context(|| format!("cleaning {}", args.out.display()))?
+    {
+        eprintln!(
+            "removed {} ({:.1} MB), left by a write that was killed",
+            path.display(),
+            bytes as f64 / 1e6
+        );
+    }
     let has_ckpt = args.out.join(CHECKPOINT).is_file();
     let mut trainer = if args.resume {
         if !has_ckpt {
@@ -309,6 +319,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cfg.progress(trainer.step, trainer.elapsed_s),
     );
     let log_path = args.out.join("log.jsonl");
+    if args.resume {
+        // The steps after the checkpoint are done again; keep each step once in the log.
+        let dropped = run_dir::truncate_log(&log_path, trainer.step)
+            .with_context(|| format!("trimming {}", log_path.display()))?;
+        if dropped > 0 {
+            eprintln!(
+                "log.jsonl: dropped {dropped} records after step {} (redone from the checkpoint)",
+                trainer.step
+            );
+        }
+    }
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
