@@ -24,9 +24,18 @@ pub struct Args {
     /// Front-end profile (name in firmware-config/ or a path)
     #[arg(long)]
     profile: Option<PathBuf>,
+    /// Replace an existing output file of another kind (never an input)
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.model.with_extension("json");
+    let inputs = [args.input.as_path(), args.model.as_path(), config.as_path()];
+    super::check_output(&args.out, &inputs, &["npy"], args.force)?;
+    if let Some(p) = &args.patches_out {
+        super::check_output(p, &inputs, &["npy"], args.force)?;
+    }
     let profile = super::load_profile(args.profile.as_deref())?;
     let cfg = &profile.frontend;
     let encoder = load_encoder(&args.model, &Device::Cpu)?;

@@ -26,11 +26,20 @@ pub struct Args {
     /// Dynamic range of the PNG below its loudest value, in dB
     #[arg(long, default_value_t = 45.0)]
     png_range_db: f32,
+    /// Replace an existing output file of another kind (never the input)
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.out.is_none() && args.png.is_none() {
         bail!("nothing to write: give --out OUT.npy and/or --png OUT.png");
+    }
+    if let Some(out) = &args.out {
+        super::check_output(out, &[&args.input], &["npy"], args.force)?;
+    }
+    if let Some(png) = &args.png {
+        super::check_output(png, &[&args.input], &["png"], args.force)?;
     }
     let profile = super::load_profile(args.profile.as_deref())?;
     let cfg = &profile.frontend;

@@ -120,3 +120,72 @@ pub fn load_profile(profile: Option<&Path>) -> anyhow::Result<Profile> {
         }
     )
 }
+
+/// Refuses an output path that would destroy something the user did not ask to replace
+/// (issue 15: `features X.flac --out X.flac` overwrote the input audio, `embed --out` the
+/// model): the same file as one of `inputs`, or an existing file whose extension is not one
+/// of `kinds` (the kinds this output is written as), unless `force`.
+pub fn check_output(
+    out: &Path,
+    inputs: &[&Path],
+    kinds: &[&str],
+    force: bool,
+) -> anyhow::Result<()> {
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if let Some(input) = inputs.iter().find(|i| same(out, i)) {
+        anyhow::bail!(
+            "refusing to write {}: it is the input {} (choose another output path)",
+            out.display(),
+            input.display()
+        );
+    }
+    if out.is_dir() {
+        anyhow::bail!("{} is a directory; give a file name", out.display());
+    }
+    let ext = out
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    if out.exists() && !force && !kinds.contains(&ext.as_str()) {
+        anyhow::bail!(
+            "{} exists and is not a .{} file; pass --force to replace it",
+            out.display(),
+            kinds.join(" or .")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod output_tests {
+    use super::check_output;
+
+    #[test]
+    fn outputs_never_replace_inputs_or_other_kinds_of_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let audio = dir.path().join("clip.flac");
+        let npy = dir.path().join("old.npy");
+        std::fs::write(&audio, b"fLaC").unwrap();
+        std::fs::write(&npy, b"x").unwrap();
+        // The input itself, also through another spelling of its path.
+        let again = dir.path().join(".").join("clip.flac");
+        for out in [&audio, &again] {
+            let e = check_output(out, &[&audio], &["npy"], true).unwrap_err();
+            assert!(e.to_string().contains("it is the input"), "{e}");
+        }
+        // Another kind of file: only with --force.
+        let other = dir.path().join("song.wav");
+        std::fs::write(&other, b"RIFF").unwrap();
+        let e = check_output(&other, &[&audio], &["npy"], false).unwrap_err();
+        assert!(e.to_string().contains("--force"), "{e}");
+        check_output(&other, &[&audio], &["npy"], true).unwrap();
+        // A previous output of the same kind, or a new file, is fine.
+        check_output(&npy, &[&audio], &["npy"], false).unwrap();
+        check_output(&dir.path().join("new.npy"), &[&audio], &["npy"], false).unwrap();
+        assert!(check_output(dir.path(), &[&audio], &["npy"], true).is_err());
+    }
+}

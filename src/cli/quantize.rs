@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use audio_jepa::engine::{FastEncoder, Isa, Precision};
 use audio_jepa::model::checkpoint::{
     load_encoder, load_encoder_with_quant, load_tensors, save_encoder, save_encoder_quantized,
@@ -79,9 +79,15 @@ fn pooled(enc: &Encoder, precision: Precision, wins: &[Vec<f32>]) -> anyhow::Res
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.out == args.model {
-        bail!("--out must differ from --model");
-    }
+    // The same file under another spelling too, and its .json.
+    let config = args.model.with_extension("json");
+    super::check_output(&args.out, &[&args.model, &config], &["safetensors"], false)?;
+    super::check_output(
+        &args.out.with_extension("json"),
+        &[&args.model, &config],
+        &["json"],
+        false,
+    )?;
     let enc = load_encoder(&args.model, &Device::Cpu)?;
     let (tensors, _) = load_tensors(&args.model, &Device::Cpu)?;
     match args.kind {

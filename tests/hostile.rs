@@ -1,0 +1,88 @@
+//! Hostile but realistic input through the `ajepa` binary (issue 15): every case ends in a clear
+//! error that names the file or setting, never a panic, and nothing of the user's is lost.
+//! The files are written at test time (no fixtures).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Runs `ajepa`, expects failure, returns stderr.
+fn ajepa_fails(args: &[&std::ffi::OsStr]) -> String {
+    let mut cmd = match std::env::var_os("AJEPA_TEST_RUNNER") {
+        Some(runner) => {
+            let mut c = Command::new(runner);
+            c.arg(env!("CARGO_BIN_EXE_ajepa"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_ajepa")),
+    };
+    let out = cmd.args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "expected a failure: {args:?}\n{err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    err
+}
+
+/// A 16-bit mono PCM WAV declaring `rate` Hz, `n` samples.
+fn wav(dir: &Path, name: &str, rate: u32, n: usize) -> PathBuf {
+    let data: Vec<u8> = (0..n)
+        .flat_map(|i| ((i * 97) as i16).to_le_bytes())
+        .collect();
+    let mut b = b"RIFF".to_vec();
+    b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    for v in [16u32, 0x0001_0001, rate, rate.wrapping_mul(2), 0x0010_0002] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    b.extend_from_slice(&data);
+    let p = dir.join(name);
+    std::fs::write(&p, b).unwrap();
+    p
+}
+
+#[test]
+fn absurd_sample_rates_are_clear_errors_not_panics_or_huge_allocations() {
+    let dir = tempfile::tempdir().unwrap();
+    for rate in [0u32, 1, u32::MAX] {
+        let clip = wav(dir.path(), &format!("r{rate}.wav"), rate, 16_000);
+        let out = dir.path().join("f.npy");
+        let err = ajepa_fails(&[
+            "features".as_ref(),
+            clip.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ]);
+        assert!(
+            err.contains(&format!("sample rate of {rate} Hz"))
+                && err.contains(&format!("r{rate}.wav")),
+            "{rate} Hz: {err}"
+        );
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn an_output_that_is_the_input_is_refused_and_the_input_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = wav(dir.path(), "clip.wav", 16_000, 16_000);
+    let before = std::fs::read(&clip).unwrap();
+    let err = ajepa_fails(&[
+        "features".as_ref(),
+        clip.as_os_str(),
+        "--out".as_ref(),
+        clip.as_os_str(),
+    ]);
+    assert!(err.contains("it is the input"), "{err}");
+    // Another audio file is not replaced by an array without --force.
+    let other = wav(dir.path(), "other.wav", 16_000, 800);
+    let err = ajepa_fails(&[
+        "features".as_ref(),
+        clip.as_os_str(),
+        "--out".as_ref(),
+        other.as_os_str(),
+    ]);
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(&clip).unwrap(), before);
+    assert_eq!(std::fs::read(&other).unwrap().len(), 44 + 1600);
+}
