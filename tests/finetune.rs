@@ -148,9 +148,23 @@ fn probe_finetune_and_enroll_on_a_tiny_labeled_set() {
         os("--head"),
         head.clone().into(),
     ]);
+    let original = std::fs::read(&head).unwrap();
     let out = ajepa(&e);
     assert!(out.contains("4 classes"), "{out}");
-    assert!(root.join("probe/head.safetensors.bak").is_file());
+    // Every enrollment keeps the head it replaced, in numbered generations.
+    let bak1 = root.join("probe/head.safetensors.bak1");
+    assert_eq!(std::fs::read(&bak1).unwrap(), original);
+    let after_first = std::fs::read(&head).unwrap();
+    let out = ajepa(&e);
+    assert!(
+        out.contains("4 classes"),
+        "more examples of a known class: {out}"
+    );
+    assert_eq!(std::fs::read(&bak1).unwrap(), original, "bak1 untouched");
+    assert_eq!(
+        std::fs::read(root.join("probe/head.safetensors.bak2")).unwrap(),
+        after_first
+    );
     let out = ajepa(&[
         os("listen"),
         os("--fast"),

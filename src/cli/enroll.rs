@@ -25,7 +25,7 @@ pub struct Args {
     /// The head to extend (from `ajepa finetune` or an earlier `enroll`)
     #[arg(long)]
     pub head: PathBuf,
-    /// Where to write the new head (default: replace --head; the old one is kept as .bak)
+    /// Where to write the new head (default: replace --head, keeping the old one as HEAD.bakN)
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Window in patch columns; must match `listen`
@@ -59,11 +59,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let new = enroll(&head, &args.name, &rows, ProbeConfig::default())?;
     let out = args.out.clone().unwrap_or_else(|| args.head.clone());
-    if out == args.head {
-        let bak = args.head.with_extension("safetensors.bak");
-        std::fs::copy(&args.head, &bak)
-            .with_context(|| format!("keeping the old head as {}", bak.display()))?;
+    let clips: Vec<&std::path::Path> = args.clips.iter().map(|c| c.as_path()).collect();
+    super::check_output(&out, &clips, &["safetensors"], false)?;
+    let in_place = match (out.canonicalize(), args.head.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if in_place {
+        let bak = keep_generation(&args.head)?;
+        eprintln!("kept the previous head as {}", bak.display());
     }
+    // Head::save writes a temporary and renames it: a full disk or a kill leaves the old head.
     new.save(&out)?;
     println!(
         "`{}` enrolled from {} clip(s) ({} windows); {} classes: {}; wrote {}",
@@ -75,4 +81,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// Copies `head` to the first free `HEAD.bakN` (N = 1, 2, ...), written atomically: every
+/// enrollment keeps the head it replaced, and no backup is ever overwritten or left half-written.
+fn keep_generation(head: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let bytes =
+        std::fs::read(head).with_context(|| format!("reading {} to back it up", head.display()))?;
+    let name = head
+        .file_name()
+        .context("the head path has no file name")?
+        .to_string_lossy()
+        .into_owned();
+    for n in 1..=100_000u32 {
+        let bak = head.with_file_name(format!("{name}.bak{n}"));
+        if bak.exists() {
+            continue;
+        }
+        audio_jepa::arrays::write_atomically(&bak, |w| std::io::Write::write_all(w, &bytes))
+            .with_context(|| format!("writing the backup {}", bak.display()))?;
+        return Ok(bak);
+    }
+    anyhow::bail!(
+        "{}: 100000 backups already; remove old {name}.bakN files",
+        head.display()
+    )
 }
