@@ -15,7 +15,8 @@ pub struct Args {
     /// Encoder weights (.safetensors, with its .json config beside it)
     #[arg(long)]
     model: PathBuf,
-    /// Token embeddings, [patches, width] in time-major patch order (.npy)
+    /// Token embeddings, [patches, width] in time-major patch order (.npy); clips over 10.24 s
+    /// are encoded in consecutive 10.24 s windows
     #[arg(long)]
     out: PathBuf,
     /// Also write the normalised patches the encoder saw, [patches, 256] (.npy)
@@ -53,10 +54,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ecfg.patch_size
         );
     }
-    let x = Tensor::from_slice(&patches.data, (1, n, ecfg.patch_len()), &Device::Cpu)?;
-    let h = encoder.forward(&x, None).context("encoder forward")?;
-    let d = ecfg.embed_dim;
-    let out: Vec<f32> = h.flatten_all()?.to_vec1()?;
+    // Attention is quadratic in the tokens it sees at once (a 10-minute clip needed one
+    // 10.8 GB allocation): long clips are encoded in consecutive 64-column (10.24 s) windows
+    // whose tokens are concatenated, so memory is bounded by a window. Shorter clips are one
+    // window, as before.
+    const WINDOW_COLUMNS: usize = 64;
+    let (nf, pl, d) = (patches.grid.n_freq, ecfg.patch_len(), ecfg.embed_dim);
+    let cols = patches.grid.n_time;
+    let mut out: Vec<f32> = Vec::with_capacity(n * d);
+    for c0 in (0..cols).step_by(WINDOW_COLUMNS) {
+        let c1 = (c0 + WINDOW_COLUMNS).min(cols);
+        let part = &patches.data[c0 * nf * pl..c1 * nf * pl];
+        let x = Tensor::from_slice(part, (1, (c1 - c0) * nf, pl), &Device::Cpu)?;
+        let h = encoder.forward(&x, None).context("encoder forward")?;
+        out.extend(h.flatten_all()?.to_vec1::<f32>()?);
+    }
     audio_jepa::arrays::write_npy(&args.out, &[n, d], &out)?;
     if let Some(p) = &args.patches_out {
         audio_jepa::arrays::write_npy(p, &[n, ecfg.patch_len()], &patches.data)?;

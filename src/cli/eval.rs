@@ -119,6 +119,72 @@ fn pool_tokens(kind: &str, tokens: &[f32], n_freq: usize, d: usize) -> Vec<f32> 
     mean
 }
 
+/// Refuses splits that would make the accuracy meaningless (issue 15): a fold in both the
+/// training and the test folds, the same file in both, an empty side, one class only. Repeated
+/// rows within one side are reported, with counts, and kept.
+fn check_splits(
+    used: &[&audio_jepa::finetune::labeled::Example],
+    train_folds: &[u32],
+    test_folds: &[u32],
+) -> anyhow::Result<()> {
+    use std::collections::{HashMap, HashSet};
+    if let Some(f) = train_folds.iter().find(|f| test_folds.contains(f)) {
+        bail!("fold {f} is in both --train-folds and --test-folds: the test would score clips the probe was fitted on");
+    }
+    let is_train = |e: &&audio_jepa::finetune::labeled::Example| {
+        e.fold.is_some_and(|f| train_folds.contains(&f))
+    };
+    let train: Vec<_> = used.iter().copied().filter(is_train).collect();
+    let test: Vec<_> = used
+        .iter()
+        .copied()
+        .filter(|e| e.fold.is_some_and(|f| test_folds.contains(&f)))
+        .collect();
+    if test.is_empty() {
+        bail!(
+            "no clips in the test folds {test_folds:?} ({} training clips): nothing to score",
+            train.len()
+        );
+    }
+    if train.is_empty() {
+        bail!("no clips in the training folds {train_folds:?}: nothing to fit the probe on");
+    }
+    let classes: HashSet<usize> = train.iter().map(|e| e.class).collect();
+    if classes.len() < 2 {
+        bail!(
+            "the training folds hold {} class(es); a probe needs at least two",
+            classes.len()
+        );
+    }
+    let key = |e: &audio_jepa::finetune::labeled::Example| {
+        e.path.canonicalize().unwrap_or_else(|_| e.path.clone())
+    };
+    let train_files: HashSet<_> = train.iter().map(|e| key(e)).collect();
+    let leaked: Vec<_> = test
+        .iter()
+        .filter(|e| train_files.contains(&key(e)))
+        .collect();
+    if let Some(first) = leaked.first() {
+        bail!(
+            "{} test clip(s) are also training clips (e.g. {}): remove the duplicates from the CSV",
+            leaked.len(),
+            first.path.display()
+        );
+    }
+    let mut seen: HashMap<_, usize> = HashMap::new();
+    for e in used {
+        *seen.entry(key(e)).or_default() += 1;
+    }
+    let repeated = seen.values().filter(|&&c| c > 1).count();
+    if repeated > 0 {
+        eprintln!(
+            "warning: {repeated} file(s) appear more than once in the CSV ({} extra rows); each row counts",
+            seen.values().map(|c| c - 1).sum::<usize>()
+        );
+    }
+    Ok(())
+}
+
 fn parse_precision(s: &str) -> Result<Precision, String> {
     match s {
         "f32" => Ok(Precision::F32),
@@ -134,6 +200,9 @@ struct EngineEmbedder<'a> {
     fast: Option<(FastEncoder, audio_jepa::engine::Scratch)>,
 }
 
+/// The longest stretch encoded at once: 64 patch columns, 10.24 s (ESC-50's 5 s clips fit).
+const MAX_WINDOW_COLUMNS: usize = 64;
+
 impl EngineEmbedder<'_> {
     /// The clip's output tokens `[n, D]`, time-major.
     fn tokens(
@@ -148,15 +217,30 @@ impl EngineEmbedder<'_> {
         if n == 0 {
             bail!("clip shorter than one patch column");
         }
-        let cols = n / self.enc.config().n_freq();
-        if self.fast.as_ref().is_none_or(|(f, _)| f.max_tokens() < n) {
-            let f = FastEncoder::from_encoder(self.enc, self.precision, Isa::detect(), cols)?;
+        let nf = self.enc.config().n_freq();
+        let (d, pl) = (self.enc.config().embed_dim, self.enc.config().patch_len());
+        let cols = n / nf;
+        // Attention over a whole long clip is quadratic in its length (a 10-minute file needed
+        // one 10.8 GB allocation, issue 15): clips longer than MAX_WINDOW_COLUMNS are encoded
+        // in consecutive windows, and their tokens concatenated; memory is bounded by a window.
+        let width = cols.min(MAX_WINDOW_COLUMNS);
+        if self
+            .fast
+            .as_ref()
+            .is_none_or(|(f, _)| f.max_tokens() < width * nf)
+        {
+            let f = FastEncoder::from_encoder(self.enc, self.precision, Isa::detect(), width)?;
             let scratch = f.scratch();
             self.fast = Some((f, scratch));
         }
         let (f, scratch) = self.fast.as_mut().expect("built above");
-        f.forward(&p.data, scratch)?;
-        Ok(scratch.tokens[..n * self.enc.config().embed_dim].to_vec())
+        let mut out = Vec::with_capacity(n * d);
+        for c0 in (0..cols).step_by(width) {
+            let c1 = (c0 + width).min(cols);
+            f.forward(&p.data[c0 * nf * pl..c1 * nf * pl], scratch)?;
+            out.extend_from_slice(&scratch.tokens[..(c1 - c0) * nf * d]);
+        }
+        Ok(out)
     }
 }
 
@@ -314,6 +398,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.test_folds
         );
     }
+    check_splits(&used, &args.train_folds, &args.test_folds)?;
     for (i, ex) in used.iter().enumerate() {
         let audio = audio_jepa::audio::load(&ex.path, fe.sample_rate)
             .with_context(|| format!("clip {}", i + 1))?;
@@ -454,5 +539,44 @@ mod tests {
         assert_eq!(pool_tokens("meanmax", &t, 2, 2), vec![4.0, 3.0, 7.0, 6.0]);
         // Per column [r0 | r1] = [1 2 3 4] and [5 6 7 0], then the mean over columns.
         assert_eq!(pool_tokens("freqcat", &t, 2, 2), vec![3.0, 4.0, 5.0, 2.0]);
+    }
+
+    #[test]
+    fn splits_that_would_make_the_accuracy_meaningless_are_refused() {
+        use super::check_splits;
+        use audio_jepa::finetune::labeled::Example;
+        let ex = |p: &str, class, fold| Example {
+            path: p.into(),
+            class,
+            fold: Some(fold),
+        };
+        let good = [ex("a", 0, 1), ex("b", 1, 1), ex("c", 0, 4)];
+        fn refs(v: &[Example]) -> Vec<&Example> {
+            v.iter().collect()
+        }
+        check_splits(&refs(&good), &[1], &[4]).unwrap();
+        let cases: [(&[Example], &[u32], &[u32], &str); 5] = [
+            (&good, &[1, 4], &[4], "in both"),
+            (&good, &[1], &[3], "no clips in the test folds"),
+            (&good, &[2], &[4], "no clips in the training folds"),
+            (
+                &[ex("a", 0, 1), ex("b", 0, 1), ex("c", 0, 4)],
+                &[1],
+                &[4],
+                "at least two",
+            ),
+            (
+                &[ex("a", 0, 1), ex("b", 1, 1), ex("a", 0, 4)],
+                &[1],
+                &[4],
+                "also training clips",
+            ),
+        ];
+        for (set, train, test, why) in cases {
+            let e = check_splits(&refs(set), train, test)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{why}: {e}");
+        }
     }
 }
