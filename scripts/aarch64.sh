@@ -5,9 +5,10 @@
 #   scripts/aarch64.sh --setup          rustup target + cross gcc (build scripts compile C for the target)
 #   scripts/aarch64.sh --setup-qemu     + qemu-user and the arm64 libraries tests link against
 #   scripts/aarch64.sh --check          cargo clippy -D warnings for aarch64-unknown-linux-gnu
-#   scripts/aarch64.sh --test [FILTER]  the library's unit tests built for aarch64 and run under
-#                                       qemu-aarch64 (default FILTER: engine, i.e. every NEON and
-#                                       sdot kernel against the scalar reference)
+#   scripts/aarch64.sh --test [FILTER...]  the library's unit tests built for aarch64 and run
+#                                       under qemu-aarch64 (default FILTERs: engine model::fused,
+#                                       i.e. every NEON and sdot kernel against the scalar
+#                                       reference, and the fused training ops against candle's)
 #   scripts/aarch64.sh --test-all       the whole suite under qemu (about 10 minutes on 2 cores,
 #                                       most of it the training tests)
 #
@@ -60,7 +61,9 @@ case "${1:-}" in
         cargo clippy --workspace --all-targets --target "$TARGET" -- -D warnings
         ;;
     --test)
-        cargo test -p audio-jepa --lib --target "$TARGET" -- "${2:-engine}"
+        shift
+        [ "$#" -gt 0 ] || set -- engine model::fused
+        cargo test -p audio-jepa --lib --target "$TARGET" -- "$@"
         ;;
     --test-all)
         cargo test --workspace --target "$TARGET"
