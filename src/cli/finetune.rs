@@ -203,6 +203,72 @@ pub fn clip_scores(
     Ok(scores(&set.labels, &pred, head.classes()))
 }
 
+/// L2 for a probe on windows `x` (`windows[i]` consecutive rows per clip, clip labels
+/// `clip_labels`) by k-fold cross-validation over clips: fold j holds the j-th, (j+k)-th, ...
+/// clip of every class, so a clip's windows never sit on both sides; k = min(5, the smallest
+/// class's clip count). Returns (L2, held-out window accuracy, k); k is `None` when a class has a
+/// single clip (nothing to hold out), and the L2 is then the default.
+fn cross_validated_l2(
+    x: &[f32],
+    y: &[usize],
+    windows: &[usize],
+    clip_labels: &[usize],
+    dim: usize,
+    classes: usize,
+) -> (f32, f64, Option<usize>) {
+    let base = ProbeConfig::default();
+    let mut per_class = vec![0usize; classes];
+    let fold_of: Vec<usize> = clip_labels
+        .iter()
+        .map(|&c| {
+            per_class[c] += 1;
+            per_class[c] - 1
+        })
+        .collect();
+    let smallest = per_class
+        .iter()
+        .copied()
+        .filter(|&n| n > 0)
+        .min()
+        .unwrap_or(0);
+    if smallest < 2 {
+        return (base.l2, 0.0, None);
+    }
+    let k = smallest.min(5);
+    // The fold of every window.
+    let wfold: Vec<usize> = fold_of
+        .iter()
+        .zip(windows)
+        .flat_map(|(&f, &n)| std::iter::repeat_n(f % k, n))
+        .collect();
+    let mut best = (base.l2, -1.0f64);
+    for l2 in [1e-4f32, 1e-3, 1e-2, 1e-1] {
+        let (mut hits, mut total) = (0usize, 0usize);
+        for j in 0..k {
+            let (mut xt, mut yt) = (Vec::new(), Vec::new());
+            for ((r, &t), &f) in x.chunks_exact(dim).zip(y).zip(&wfold) {
+                if f != j {
+                    xt.extend_from_slice(r);
+                    yt.push(t);
+                }
+            }
+            let p = Probe::fit(&xt, &yt, dim, classes, ProbeConfig { l2, ..base });
+            for ((r, &t), &f) in x.chunks_exact(dim).zip(y).zip(&wfold) {
+                if f == j {
+                    total += 1;
+                    hits += usize::from(p.predict(r) == t);
+                }
+            }
+        }
+        let acc = hits as f64 / total.max(1) as f64;
+        // The stronger L2 on ties (the grid ascends).
+        if acc >= best.1 {
+            best = (l2, acc);
+        }
+    }
+    (best.0, best.1, Some(k))
+}
+
 /// Linear probe on frozen window embeddings; L2 chosen on the validation clips.
 pub fn fit_probe(
     enc: &Encoder,
@@ -212,6 +278,37 @@ pub fn fit_probe(
 ) -> anyhow::Result<Head> {
     let dim = enc.config().embed_dim;
     let (x, y) = embed_all(enc, train)?;
+    if val.clips.is_empty() {
+        // Too few clips for a validation split (5 per class leaves none, issue 15): choose L2 by
+        // cross-validation over the training clips instead of "on 0 clips".
+        let windows: Vec<usize> = train.clips.iter().map(|c| c.n).collect();
+        let (l2, acc, k) = cross_validated_l2(&x, &y, &windows, &train.labels, dim, labels.len());
+        let mut head = Probe::fit(
+            &x,
+            &y,
+            dim,
+            labels.len(),
+            ProbeConfig {
+                l2,
+                ..ProbeConfig::default()
+            },
+        )
+        .to_head(labels.to_vec());
+        match k {
+            Some(k) => eprintln!(
+                "linear probe: no validation clips; L2 {l2:e} chosen by {k}-fold cross-validation over the {} training clips ({:.1} % of held-out windows)",
+                train.clips.len(),
+                100.0 * acc
+            ),
+            None => eprintln!(
+                "linear probe: no validation clips and a class with a single clip: L2 {l2:e} (the default), not validated"
+            ),
+        }
+        let (sx, sy) = support_subset(&x, &y, dim, SUPPORT_PER_CLASS);
+        head.support = sx;
+        head.support_labels = sy;
+        return Ok(head);
+    }
     let mut best: Option<(f64, Head, f32)> = None;
     for l2 in [1e-4f32, 1e-3, 1e-2, 1e-1] {
         let cfg = ProbeConfig {
@@ -269,6 +366,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         splits.val.len(),
         splits.test.len()
     );
+    if args.full && splits.val.is_empty() {
+        // --full keeps the epoch with the best validation accuracy; with no validation clips it
+        // would keep epoch 0 and silently discard the fine-tuning (issue 15).
+        bail!(
+            "--full needs validation clips to choose its epoch, and {} training clips leave none at --val-fraction {}: add clips (8 or more per class), raise --val-fraction, or drop --full for a linear probe (cross-validated)",
+            splits.train.len(),
+            args.val_fraction
+        );
+    }
     let train = load_clips(&set, &splits.train, &ws, "train")?;
     let val = load_clips(&set, &splits.val, &ws, "validation")?;
     let test = load_clips(&set, &splits.test, &ws, "test")?;
@@ -292,10 +398,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         summary["finetune"] = serde_json::json!({"max_epochs": ft.max_epochs, "patience": ft.patience,
             "lr": ft.lr, "batch_size": ft.batch_size, "weight_decay": ft.weight_decay, "key_drop": ft.key_drop, "seed": ft.seed});
         let out = finetune(&tensors, enc.config(), &probe, &train, &val, &ft, |e| {
+            // Epoch 0 is the probe before any fine-tuning: it has no training loss.
+            let train_loss = if e.epoch == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.3}", e.train_loss)
+            };
             eprintln!(
-                "epoch {:>2}: train loss {:.3}, validation loss {:.3}, accuracy {:5.1} % ({:.0} s)",
+                "epoch {:>2}: train loss {train_loss}, validation loss {:.3}, accuracy {:5.1} % ({:.0} s)",
                 e.epoch,
-                e.train_loss,
                 e.val_loss,
                 100.0 * e.val_accuracy,
                 e.seconds
@@ -364,4 +475,40 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         head_path.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cross_validated_l2;
+
+    /// Windows of clip `i` of class `c`: the class's direction plus a little clip-specific noise.
+    fn data(clips_per_class: &[usize]) -> (Vec<f32>, Vec<usize>, Vec<usize>, Vec<usize>) {
+        let (mut x, mut y, mut windows, mut labels) = (vec![], vec![], vec![], vec![]);
+        for (c, &n) in clips_per_class.iter().enumerate() {
+            for i in 0..n {
+                for w in 0..3 {
+                    let mut row = vec![0.1 * ((i * 7 + w * 3) % 5) as f32; 4];
+                    row[c] += 3.0;
+                    x.extend(row);
+                    y.push(c);
+                }
+                windows.push(3);
+                labels.push(c);
+            }
+        }
+        (x, y, windows, labels)
+    }
+
+    #[test]
+    fn few_clips_choose_l2_by_cross_validation_over_clips() {
+        let (x, y, w, l) = data(&[5, 5, 4]);
+        let (l2, acc, k) = cross_validated_l2(&x, &y, &w, &l, 4, 3);
+        assert_eq!(k, Some(4), "the smallest class has 4 clips");
+        assert_eq!(acc, 1.0, "separable classes");
+        assert!([1e-4f32, 1e-3, 1e-2, 1e-1].contains(&l2));
+        // A class with one clip: nothing to hold out, the default L2, said so.
+        let (x, y, w, l) = data(&[5, 1]);
+        let (_, _, k) = cross_validated_l2(&x, &y, &w, &l, 4, 2);
+        assert_eq!(k, None);
+    }
 }
