@@ -75,7 +75,9 @@ pub fn load(path: impl AsRef<Path>, rate: u32) -> Result<Audio, AudioError> {
     })
 }
 
-/// Decodes `path` and downmixes it to mono at the file's own rate.
+/// The largest sample magnitude accepted (full scale is 1).
+pub const MAX_SAMPLE: f32 = 1e3;
+
 /// The sample rates accepted (Hz): every real recording lies inside; a header outside is corrupt
 /// or hostile (0 Hz made symphonia's WAV reader panic, 1 Hz or 4.29 GHz made resampling to 16 kHz
 /// allocate tens of gigabytes).
@@ -129,6 +131,7 @@ fn wav_header_rate(path: &Path) -> Option<u32> {
     None
 }
 
+/// Decodes `path` and downmixes it to mono at the file's own rate.
 pub fn decode_mono(path: &Path) -> Result<Audio, AudioError> {
     // A decoder panic on a malformed file is that file's error, never the caller's crash (a batch
     // job reports it and goes on).
@@ -266,6 +269,15 @@ fn decode_checked(path: &Path) -> Result<Audio, AudioError> {
         return Err(AudioError::Corrupt {
             path: p(),
             reason: "samples are not finite numbers (NaN or infinity)".into(),
+        });
+    }
+    // Float audio lies within +-1 (a little over when clipped); 1e30 turned into silence after
+    // the log (issue 15). Anything this far out is not a recording.
+    let peak = samples.iter().fold(0f32, |m, s| m.max(s.abs()));
+    if peak > MAX_SAMPLE {
+        return Err(AudioError::Corrupt {
+            path: p(),
+            reason: format!("samples reach {peak:e}; audio lies within +-1 (full scale)"),
         });
     }
     Ok(Audio {

@@ -2,6 +2,8 @@
 //! error that names the file or setting, never a panic, and nothing of the user's is lost.
 //! The files are written at test time (no fixtures).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -85,4 +87,72 @@ fn an_output_that_is_the_input_is_refused_and_the_input_kept() {
     assert!(err.contains("--force"), "{err}");
     assert_eq!(std::fs::read(&clip).unwrap(), before);
     assert_eq!(std::fs::read(&other).unwrap().len(), 44 + 1600);
+}
+
+/// A mono 32-bit float WAV holding `samples`.
+fn float_wav(dir: &Path, name: &str, samples: &[f32]) -> PathBuf {
+    let data: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let mut b = b"RIFF".to_vec();
+    b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    // format 3 (IEEE float), mono, 16 kHz, 64000 B/s, align 4, 32 bits.
+    for v in [16u32, 0x0001_0003, 16_000, 64_000, 0x0020_0004] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    b.extend_from_slice(&data);
+    let p = dir.join(name);
+    std::fs::write(&p, b).unwrap();
+    p
+}
+
+#[test]
+fn absurd_float_samples_are_refused_not_turned_into_silence() {
+    let dir = tempfile::tempdir().unwrap();
+    let samples: Vec<f32> = (0..16_000)
+        .map(|i| if i % 2 == 0 { 1e30 } else { -1e30 })
+        .collect();
+    let clip = float_wav(dir.path(), "loud.wav", &samples);
+    let out = dir.path().join("f.npy");
+    let err = ajepa_fails(&[
+        "features".as_ref(),
+        clip.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert!(err.contains("loud.wav") && err.contains("1e30"), "{err}");
+}
+
+#[test]
+fn non_finite_weights_are_refused_on_load() {
+    use candle_core::{Device, Tensor};
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("nan.safetensors");
+    let cfg = audio_jepa::model::EncoderConfig::preset("tiny").unwrap();
+    let mut tensors = common::random_tensors(&cfg, 0.02);
+    let w = tensors.get("norm.weight").unwrap();
+    let n = w.elem_count();
+    let mut v = vec![1f32; n];
+    v[n / 2] = f32::NAN;
+    tensors.insert(
+        "norm.weight".into(),
+        Tensor::from_vec(v, n, &Device::Cpu).unwrap(),
+    );
+    audio_jepa::model::checkpoint::save_encoder(&model, &tensors, &cfg).unwrap();
+    let clip = wav(dir.path(), "clip.wav", 16_000, 16_000);
+    let out = dir.path().join("e.npy");
+    let err = ajepa_fails(&[
+        "embed".as_ref(),
+        clip.as_os_str(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert!(
+        err.contains("norm.weight") && err.contains("non-finite"),
+        "{err}"
+    );
+    assert!(!out.exists());
 }

@@ -330,12 +330,41 @@ pub fn load_tensors_bytes(
     let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
-    if let Some(quant) = file_quantization(&metadata, origin)? {
-        return Ok((dequantized_tensors(bytes, quant, device, origin)?, metadata));
-    }
-    let tensors = candle_core::safetensors::load_buffer(bytes, device)
-        .map_err(|e| bad(format!("unreadable tensors: {e}")))?;
+    let tensors = if let Some(quant) = file_quantization(&metadata, origin)? {
+        dequantized_tensors(bytes, quant, device, origin)?
+    } else {
+        candle_core::safetensors::load_buffer(bytes, device)
+            .map_err(|e| bad(format!("unreadable tensors: {e}")))?
+    };
+    check_finite(&tensors, origin)?;
     Ok((tensors, metadata))
+}
+
+/// Refuses weights holding NaN or infinity (a diverged run's, or a damaged file's): they would
+/// give NaN embeddings and `null` scores with exit status 0 (issue 15).
+fn check_finite(tensors: &Tensors, origin: &Path) -> Result<(), ModelError> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let t = &tensors[name];
+        if !t.dtype().is_float() {
+            continue;
+        }
+        let v = t
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?;
+        if let Some(bad) = v.iter().position(|x| !x.is_finite()) {
+            return Err(ModelError::Weights {
+                path: origin.to_path_buf(),
+                reason: format!(
+                    "tensor `{name}` holds a non-finite value ({} at index {bad}): a diverged run or a damaged file",
+                    v[bad]
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The JSON file beside a weights file.
