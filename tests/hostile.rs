@@ -156,3 +156,30 @@ fn non_finite_weights_are_refused_on_load() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn listen_without_a_terminal_prints_plain_lines() {
+    // stdin from /dev/null and stdout into a pipe, as under cron or systemd: the live UI used to
+    // panic in ratatui or write escape codes into the file.
+    let dir = tempfile::tempdir().unwrap();
+    let clip = wav(dir.path(), "clip.wav", 16_000, 32_000);
+    let out = Command::new(env!("CARGO_BIN_EXE_ajepa"))
+        .args([
+            "listen".as_ref(),
+            "--fast".as_ref(),
+            "--input".as_ref(),
+            clip.as_os_str(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("no terminal"), "{stderr}");
+    assert!(!stdout.contains('\u{1b}'), "escape codes in {stdout}");
+    let hops = stdout.lines().filter(|l| !l.starts_with('#')).count();
+    assert!(hops >= 5, "{stdout}");
+}

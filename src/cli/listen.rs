@@ -168,8 +168,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         precision,
         kernels,
     };
+    use std::io::IsTerminal;
     if args.json {
-        run_json(session, &info, args.seconds, args.embeddings_out.as_deref())
+        run_lines(
+            session,
+            &info,
+            args.seconds,
+            args.embeddings_out.as_deref(),
+            false,
+        )
+    } else if !(std::io::stdout().is_terminal() && std::io::stdin().is_terminal()) {
+        // cron, systemd, `ssh` without -t, stdin from /dev/null or stdout into a file: the live
+        // UI would panic or write escape codes into the file (issue 15).
+        eprintln!(
+            "no terminal for the live UI (stdin or stdout is not a terminal): printing one line per hop; --json gives JSON lines"
+        );
+        run_lines(session, &info, args.seconds, None, true)
     } else {
         super::tui::run(session, info, threshold, args.seconds)
     }
@@ -189,22 +203,33 @@ pub struct SessionInfo {
     pub kernels: String,
 }
 
-fn run_json(
+/// The session as lines on stdout: JSON objects, or with `text` plain lines for people and
+/// scripts without a terminal.
+fn run_lines(
     session: Session,
     info: &SessionInfo,
     seconds: Option<f64>,
     embeddings_out: Option<&std::path::Path>,
+    text: bool,
 ) -> anyhow::Result<()> {
     let mut pooled: Vec<f32> = Vec::new();
     let mut n_hops = 0usize;
     let mut width = 0usize;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    writeln!(
-        out,
-        "{}",
-        serde_json::json!({"type": "session", "info": info})
-    )?;
+    if text {
+        writeln!(
+            out,
+            "# {} on {} (window {:.2} s, hop {:.2} s); columns: time s, level dBFS, top tags, [tags switching on]",
+            info.model, info.source, info.window_s, info.hop_s
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"type": "session", "info": info})
+        )?;
+    }
     let deadline =
         seconds.map(|s| std::time::Instant::now() + std::time::Duration::from_secs_f64(s));
     loop {
@@ -219,18 +244,35 @@ fn run_json(
                 let top: Vec<_> = h.top(5).collect();
                 let on: Vec<_> = h.tags_on_names().collect();
                 let off: Vec<_> = h.tags_off_names().collect();
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({"type": "hop", "hop": h.hop, "t_audio_s": h.t_audio_s,
-                        "compute_ms": h.compute_ms, "capture_to_tag_ms": h.capture_to_tag_ms,
-                        "level_db": h.level_db, "top": top, "tags_on": on, "tags_off": off})
-                )?;
+                if text {
+                    let tags: Vec<String> = top
+                        .iter()
+                        .take(3)
+                        .map(|(l, p)| format!("{l} {p:.2}"))
+                        .collect();
+                    writeln!(
+                        out,
+                        "{:8.2} {:6.1}  {}  [{}]",
+                        h.t_audio_s,
+                        h.level_db,
+                        tags.join(", "),
+                        on.join(", ")
+                    )?;
+                } else {
+                    writeln!(
+                        out,
+                        "{}",
+                        serde_json::json!({"type": "hop", "hop": h.hop, "t_audio_s": h.t_audio_s,
+                            "compute_ms": h.compute_ms, "capture_to_tag_ms": h.capture_to_tag_ms,
+                            "level_db": h.level_db, "top": top, "tags_on": on, "tags_off": off})
+                    )?;
+                }
                 session.recycle(h);
             }
-            Ok(Event::Stats(s)) => {
+            Ok(Event::Stats(s)) if !text => {
                 writeln!(out, "{}", serde_json::json!({"type": "stats", "stats": s}))?
             }
+            Ok(Event::Stats(_)) => {}
             Ok(Event::Ended(err)) => {
                 if let Some(e) = err {
                     bail!("the session ended: {e}");
@@ -248,7 +290,9 @@ fn run_json(
                 .recv_timeout(std::time::Duration::from_secs(2))
             {
                 if let Event::Stats(s) = ev {
-                    writeln!(out, "{}", serde_json::json!({"type": "stats", "stats": s}))?;
+                    if !text {
+                        writeln!(out, "{}", serde_json::json!({"type": "stats", "stats": s}))?;
+                    }
                 }
             }
             break;
