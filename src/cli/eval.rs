@@ -555,7 +555,9 @@ mod tests {
             v.iter().collect()
         }
         check_splits(&refs(&good), &[1], &[4]).unwrap();
-        let cases: [(&[Example], &[u32], &[u32], &str); 5] = [
+        // (clips, training folds, test folds, what the error must say)
+        type Case<'a> = (&'a [Example], &'a [u32], &'a [u32], &'a str);
+        let cases: [Case; 5] = [
             (&good, &[1, 4], &[4], "in both"),
             (&good, &[1], &[3], "no clips in the test folds"),
             (&good, &[2], &[4], "no clips in the training folds"),
