@@ -6,15 +6,23 @@
 # machine; results go to BENCHMARKS.md ("Pretraining step").
 #
 #   PY=../peers-venv/bin/python THREADS="1 2" COMPILE=1 scripts/bench-train-step.sh
+#
+# CONTEXT (default 35, the mean context of our random-block masks on this config, which
+# step_profile prints) sets the peer's context patches per crop, so both do the same work.
 set -euo pipefail
 PY=${PY:-../peers-venv/bin/python}
 CONFIG=${CONFIG:-training/configs/reference-match.toml}
 cargo build --release -q -p audio-jepa-training --example step_profile
 for t in ${THREADS:-1 2}; do
     echo "== $t thread(s)"
-    "$PY" benches/peers/train_step_peer.py --threads "$t" --steps 10
+    "$PY" benches/peers/train_step_peer.py --threads "$t" --steps 10 --context "${CONTEXT:-35}"
     if [ -n "${COMPILE:-}" ]; then
-        "$PY" benches/peers/train_step_peer.py --threads "$t" --steps 10 --compile 2>&1 | tail -1
+        "$PY" benches/peers/train_step_peer.py --threads "$t" --steps 10 --context "${CONTEXT:-35}" \
+            --compile 2>&1 | tail -1
     fi
     CANDLE_NUM_THREADS=$t RAYON_NUM_THREADS=$t target/release/examples/step_profile "$CONFIG"
+    if [ -n "${COMPOSED:-}" ]; then
+        echo "-- candle's composed ops (AJEPA_FUSED=0)"
+        AJEPA_FUSED=0 CANDLE_NUM_THREADS=$t RAYON_NUM_THREADS=$t target/release/examples/step_profile "$CONFIG"
+    fi
 done
