@@ -1,6 +1,7 @@
 //! The default model, compiled into the binary so that a fresh install tags sounds with no
-//! download: a small encoder pretrained without labels on redistributable audio (ESC-10 and the
-//! Free Spoken Digit Dataset) and fine-tuned on ESC-10's ten classes. Its weights, model card
+//! download: a small encoder pretrained without labels on redistributable audio (ESC-10, the Free
+//! Spoken Digit Dataset and freely licensed recordings from Debian packages) with a linear head for
+//! ESC-10's ten classes. Its weights, model card
 //! (data, licenses, commands, accuracy) and the commands that rebuild it are in models/default/.
 
 use std::path::Path;
