@@ -183,3 +183,27 @@ fn listen_without_a_terminal_prints_plain_lines() {
     let hops = stdout.lines().filter(|l| !l.starts_with('#')).count();
     assert!(hops >= 5, "{stdout}");
 }
+
+#[test]
+fn random_bytes_give_one_plain_error_line() {
+    // symphonia's per-byte WARN lines, coloured, used to bury the error (issue 15, item 12).
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.mp3");
+    let mut b = vec![0xff, 0xfb, 0x90, 0x00];
+    let mut s = 12345u32;
+    b.extend((0..20_000).map(|_| {
+        s = s.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        (s >> 16) as u8
+    }));
+    std::fs::write(&junk, b).unwrap();
+    let out = dir.path().join("f.npy");
+    let err = ajepa_fails(&[
+        "features".as_ref(),
+        junk.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert!(!err.contains('\u{1b}'), "colour codes: {err}");
+    assert!(!err.contains("WARN"), "library warnings: {err}");
+    assert!(err.contains("junk.mp3"), "{err}");
+}

@@ -304,8 +304,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let corpus = Corpus::with_sources(clips, loaded.source_of, &loaded.weights, &cfg);
     eprintln!(
-        "{:.2} h of sound after trimming digital silence; crops drawn by {:?}",
+        "{:.2} h of sound{}; crops drawn by {:?}",
         corpus.active_frames() as f64 * cfg.frontend.frame_shift_ms / 3.6e6,
+        if cfg.data.trim_silence {
+            " after trimming digital silence"
+        } else {
+            " (digital silence kept: [data] trim_silence = false)"
+        },
         cfg.data.sampling
     );
     let (fixed, n_fixed) = fixed_batch(&corpus, &cfg, cfg.run.rank_clips);
