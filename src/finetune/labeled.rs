@@ -94,6 +94,9 @@ pub fn read_csv_where(
         source,
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
+    // Spreadsheet programs save CSVs with a UTF-8 byte-order mark; it is not part of the first
+    // column's name (issue 15: "no `filename` column").
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut lines = text
         .lines()
         .enumerate()
@@ -231,6 +234,13 @@ mod tests {
         .unwrap();
         let set = read_csv(&root.join("ok.csv")).unwrap();
         assert_eq!(set.classes, ["dog", "rain"]);
+        // The same with a byte-order mark, as Excel writes it.
+        std::fs::write(
+            root.join("bom.csv"),
+            "\u{feff}filename,fold,target,category\na.wav,1,0,dog\n",
+        )
+        .unwrap();
+        assert_eq!(read_csv(&root.join("bom.csv")).unwrap().examples.len(), 1);
         assert_eq!(set.examples.len(), 3);
         assert_eq!(set.examples[1].class, 1);
         assert_eq!(set.examples[1].fold, Some(2));

@@ -91,6 +91,8 @@ fn list_csv(
         source,
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
+    // A spreadsheet's UTF-8 byte-order mark is not part of the first column's name.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut lines = text
         .lines()
         .enumerate()
@@ -174,6 +176,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(list_audio(&root.join("list.csv")).unwrap(), found);
+        // With a byte-order mark before the first column's name, as Excel writes.
+        std::fs::write(
+            root.join("bom.csv"),
+            "\u{feff}esc10,filename\nTrue,a.wav\nFalse,sub/b.FLAC\n",
+        )
+        .unwrap();
+        assert_eq!(
+            list_audio_where(&root.join("bom.csv"), None, Some(("esc10", "true"))).unwrap(),
+            found[..1]
+        );
         std::fs::write(
             root.join("subset.csv"),
             "fold,filename,esc10\n1,a.wav,True\n2,sub/b.FLAC,False\n",
