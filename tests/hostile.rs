@@ -24,23 +24,34 @@ fn ajepa_fails(args: &[&std::ffi::OsStr]) -> String {
     err
 }
 
+/// A WAV file of the 16-byte `fmt ` chunk `fmt` (five little-endian words) and `data`.
+fn riff(dir: &Path, name: &str, fmt: [u32; 5], data: &[u8]) -> PathBuf {
+    let mut b = b"RIFF".to_vec();
+    b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    for v in fmt {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    b.extend_from_slice(data);
+    let p = dir.join(name);
+    std::fs::write(&p, b).unwrap();
+    p
+}
+
 /// A 16-bit mono PCM WAV declaring `rate` Hz, `n` samples.
 fn wav(dir: &Path, name: &str, rate: u32, n: usize) -> PathBuf {
     let data: Vec<u8> = (0..n)
         .flat_map(|i| ((i * 97) as i16).to_le_bytes())
         .collect();
-    let mut b = b"RIFF".to_vec();
-    b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    for v in [16u32, 0x0001_0001, rate, rate.wrapping_mul(2), 0x0010_0002] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    b.extend_from_slice(&data);
-    let p = dir.join(name);
-    std::fs::write(&p, b).unwrap();
-    p
+    // size 16, PCM mono, rate, byte rate, align 2 / 16 bits.
+    riff(
+        dir,
+        name,
+        [16, 0x0001_0001, rate, rate.wrapping_mul(2), 0x0010_0002],
+        &data,
+    )
 }
 
 #[test]
@@ -92,19 +103,13 @@ fn an_output_that_is_the_input_is_refused_and_the_input_kept() {
 /// A mono 32-bit float WAV holding `samples`.
 fn float_wav(dir: &Path, name: &str, samples: &[f32]) -> PathBuf {
     let data: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-    let mut b = b"RIFF".to_vec();
-    b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
     // format 3 (IEEE float), mono, 16 kHz, 64000 B/s, align 4, 32 bits.
-    for v in [16u32, 0x0001_0003, 16_000, 64_000, 0x0020_0004] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    b.extend_from_slice(&data);
-    let p = dir.join(name);
-    std::fs::write(&p, b).unwrap();
-    p
+    riff(
+        dir,
+        name,
+        [16, 0x0001_0003, 16_000, 64_000, 0x0020_0004],
+        &data,
+    )
 }
 
 #[test]

@@ -54,16 +54,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ecfg.patch_size
         );
     }
-    // Attention is quadratic in the tokens it sees at once (a 10-minute clip needed one
-    // 10.8 GB allocation): long clips are encoded in consecutive 64-column (10.24 s) windows
-    // whose tokens are concatenated, so memory is bounded by a window. Shorter clips are one
-    // window, as before.
-    const WINDOW_COLUMNS: usize = 64;
+    // Long clips in windows; memory is bounded by a window (see MAX_WINDOW_COLUMNS).
+    use super::MAX_WINDOW_COLUMNS as WINDOW;
     let (nf, pl, d) = (patches.grid.n_freq, ecfg.patch_len(), ecfg.embed_dim);
     let cols = patches.grid.n_time;
     let mut out: Vec<f32> = Vec::with_capacity(n * d);
-    for c0 in (0..cols).step_by(WINDOW_COLUMNS) {
-        let c1 = (c0 + WINDOW_COLUMNS).min(cols);
+    for c0 in (0..cols).step_by(WINDOW) {
+        let c1 = (c0 + WINDOW).min(cols);
         let part = &patches.data[c0 * nf * pl..c1 * nf * pl];
         let x = Tensor::from_slice(part, (1, (c1 - c0) * nf, pl), &Device::Cpu)?;
         let h = encoder.forward(&x, None).context("encoder forward")?;

@@ -61,11 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let out = args.out.clone().unwrap_or_else(|| args.head.clone());
     let clips: Vec<&std::path::Path> = args.clips.iter().map(|c| c.as_path()).collect();
     super::check_output(&out, &clips, &["safetensors"], false)?;
-    let in_place = match (out.canonicalize(), args.head.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if in_place {
+    if super::same_file(&out, &args.head) {
         let bak = keep_generation(&args.head)?;
         eprintln!("kept the previous head as {}", bak.display());
     }

@@ -200,9 +200,6 @@ struct EngineEmbedder<'a> {
     fast: Option<(FastEncoder, audio_jepa::engine::Scratch)>,
 }
 
-/// The longest stretch encoded at once: 64 patch columns, 10.24 s (ESC-50's 5 s clips fit).
-const MAX_WINDOW_COLUMNS: usize = 64;
-
 impl EngineEmbedder<'_> {
     /// The clip's output tokens `[n, D]`, time-major.
     fn tokens(
@@ -220,10 +217,8 @@ impl EngineEmbedder<'_> {
         let nf = self.enc.config().n_freq();
         let (d, pl) = (self.enc.config().embed_dim, self.enc.config().patch_len());
         let cols = n / nf;
-        // Attention over a whole long clip is quadratic in its length (a 10-minute file needed
-        // one 10.8 GB allocation, issue 15): clips longer than MAX_WINDOW_COLUMNS are encoded
-        // in consecutive windows, and their tokens concatenated; memory is bounded by a window.
-        let width = cols.min(MAX_WINDOW_COLUMNS);
+        // Long clips in windows; memory is bounded by a window (see MAX_WINDOW_COLUMNS).
+        let width = cols.min(super::MAX_WINDOW_COLUMNS);
         if self
             .fast
             .as_ref()

@@ -31,6 +31,7 @@ use candle_nn::{Linear, Module};
 use crate::engine::gemm::{gemm, PackedF32, MR};
 use crate::engine::math::{erf, exp, simd_fn};
 use crate::engine::Isa;
+use crate::model::ops::f32_slice;
 
 /// Whether `x` can take the fused path (contiguous or not: the ops make it contiguous).
 /// `AJEPA_FUSED=0` in the environment turns the path off (candle's composed ops everywhere): to
@@ -40,16 +41,6 @@ pub fn usable(x: &Tensor) -> bool {
     *ON.get_or_init(|| std::env::var("AJEPA_FUSED").map_or(true, |v| v.trim() != "0"))
         && matches!(x.device(), Device::Cpu)
         && x.dtype() == DType::F32
-}
-
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("{what}: f32 only");
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        candle_core::bail!("{what}: contiguous input only");
-    };
-    Ok(&v[a..b])
 }
 
 /// Runs `f(i)` for every `i` in `0..n` on candle's CPU threads.
@@ -67,6 +58,23 @@ pub(crate) fn par_for(n: usize, f: impl Fn(usize) + Sync) {
             break;
         }
         f(i);
+    });
+}
+
+/// Runs `f(range, &mut out[range])` over consecutive `chunk`-long ranges of `out` (the last one
+/// shorter) on candle's CPU threads: element-wise and row-wise kernels that fill one output.
+pub(crate) fn par_chunks(
+    out: &mut [f32],
+    chunk: usize,
+    f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+) {
+    let (len, chunk) = (out.len(), chunk.max(1));
+    let view = Out::new(out);
+    par_for(len.div_ceil(chunk), |i| {
+        let r = i * chunk..((i + 1) * chunk).min(len);
+        // SAFETY: chunk `i` alone owns `r`.
+        let o = unsafe { view.slice(r.start, r.len()) };
+        f(r, o);
     });
 }
 
@@ -323,13 +331,7 @@ impl CustomOp1 for Gelu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, "gelu")?;
         let mut y = zeroed(x.len());
-        let out = Out::new(&mut y);
-        par_for(x.len().div_ceil(CHUNK), |i| {
-            let r = i * CHUNK..((i + 1) * CHUNK).min(x.len());
-            // SAFETY: chunk `i` owns `r`.
-            let y = unsafe { out.slice(r.start, r.len()) };
-            gelu_fwd(self.0, &x[r], y);
-        });
+        par_chunks(&mut y, CHUNK, |r, y| gelu_fwd(self.0, &x[r], y));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -361,12 +363,8 @@ impl CustomOp2 for GeluBwd {
             candle_core::bail!("gelu backward: {} values, {} grads", x.len(), g.len());
         }
         let mut dx = zeroed(x.len());
-        let out = Out::new(&mut dx);
-        par_for(x.len().div_ceil(CHUNK), |i| {
-            let r = i * CHUNK..((i + 1) * CHUNK).min(x.len());
-            // SAFETY: chunk `i` owns `r`.
-            let d = unsafe { out.slice(r.start, r.len()) };
-            gelu_bwd(self.0, &x[r.clone()], &g[r], d);
+        par_chunks(&mut dx, CHUNK, |r, d| {
+            gelu_bwd(self.0, &x[r.clone()], &g[r], d)
         });
         Ok((CpuStorage::F32(dx), lx.shape().clone()))
     }

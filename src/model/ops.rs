@@ -17,12 +17,13 @@
 //! `y = xhat w + b`, `xhat = (x - mean) rstd`: `dx = rstd (gw - mean(gw) - xhat mean(gw xhat))`,
 //! `dw = sum_rows(g xhat)`, `db = sum_rows(g)`.
 
-use crate::model::fused::{par_for, zeroed, Out};
+use crate::model::fused::{par_chunks, par_for, zeroed, Out};
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, D,
 };
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+/// The f32 values of a contiguous CPU tensor (custom ops' inputs).
+pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         candle_core::bail!("{what}: f32 only");
     };
@@ -256,14 +257,9 @@ impl CustomOp3 for LayerNorm {
         let w = f32_slice(s2, l2, "layer norm")?;
         let b = f32_slice(s3, l3, "layer norm")?;
         let n = w.len().max(1);
-        let rows = x.len() / n;
         let mut out = zeroed(x.len());
-        let view = Out::new(&mut out);
-        par_for(rows.div_ceil(LN_ROWS), |c| {
-            let r = c * LN_ROWS..((c + 1) * LN_ROWS).min(rows);
-            // SAFETY: chunk `c` owns rows `r`.
-            let o = unsafe { view.slice(r.start * n, r.len() * n) };
-            normalise_rows(&x[r.start * n..r.end * n], n, self.eps, o);
+        par_chunks(&mut out, LN_ROWS * n, |r, o| {
+            normalise_rows(&x[r], n, self.eps, o);
             for row in o.chunks_exact_mut(n) {
                 for ((v, &wv), &bv) in row.iter_mut().zip(w).zip(b) {
                     *v = *v * wv + bv;
