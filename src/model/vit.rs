@@ -306,6 +306,24 @@ impl Encoder {
         }
         self.norm.forward(&x, self.mode)
     }
+
+    /// The outputs of the last `last` blocks (before the final norm), oldest first, on the
+    /// whole grid: what data2vec's and EAT's multi-layer targets average (data2vec section 3.3).
+    pub fn forward_layers(&self, patches: &Tensor, last: usize) -> Result<Vec<Tensor>> {
+        let depth = self.blocks.len();
+        if last == 0 || last > depth {
+            candle_core::bail!("the last {last} layers of a {depth}-block encoder");
+        }
+        let mut x = self.embed(patches)?;
+        let mut out = Vec::with_capacity(last);
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(&x, self.mode, None)?;
+            if i + last >= depth {
+                out.push(x.clone());
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// A-JEPA's regularized masking for fine-tuning (A-JEPA section 3.4; DESIGN.md): tokens with

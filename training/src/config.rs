@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::jepa::LossKind;
 use crate::masks::MaskConfig;
+use crate::objective::ObjectiveConfig;
 use crate::predictor::PredictorConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +179,13 @@ pub struct DataSection {
     /// clips are often a short event padded with digital silence to 5 s: the encoder then also
     /// learns what such silence looks like, which every whole-clip embedding contains).
     pub trim_silence: bool,
+    /// Share of crops whose student (context-encoder) input has a second crop of the batch mixed
+    /// in, in the power domain, at a gain drawn from `mix_gain_db`; the target encoder still
+    /// sees the clean crop, so the student learns to predict through interference (M2D-X,
+    /// BYOL-A's mixup). 0 turns it off.
+    pub mix_prob: f64,
+    /// Range of the mixed-in crop's gain in dB relative to its own level.
+    pub mix_gain_db: (f64, f64),
     /// Where the audio comes from, each with its share of the crops (`[[data.sources]]`);
     /// `--data` on the command line replaces them.
     pub sources: Vec<SourceSpec>,
@@ -235,6 +243,8 @@ impl Default for DataSection {
             prefetch: 4,
             sampling: Sampling::Tile,
             trim_silence: true,
+            mix_prob: 0.0,
+            mix_gain_db: (-15.0, -5.0),
             sources: Vec::new(),
         }
     }
@@ -291,6 +301,7 @@ pub struct TrainConfig {
     pub model: ModelSection,
     pub predictor: PredictorConfig,
     pub masks: MaskConfig,
+    pub objective: ObjectiveConfig,
     pub optim: OptimSection,
     pub data: DataSection,
     pub run: RunSection,
@@ -339,6 +350,9 @@ impl TrainConfig {
         }
         self.predictor.block_config(&enc).validate()?;
         self.masks.validate()?;
+        if let Err((field, reason)) = self.objective.check(enc.depth) {
+            return invalid(field, reason);
+        }
         let o = &self.optim;
         if o.steps == 0 {
             return invalid("optim.steps", "must be positive".into());
@@ -394,6 +408,24 @@ impl TrainConfig {
             return invalid(
                 "data.loader_threads",
                 format!("{} (1 to 64 threads)", d.loader_threads),
+            );
+        }
+        if !(d.mix_prob.is_finite() && (0.0..=1.0).contains(&d.mix_prob)) {
+            return invalid("data.mix_prob", format!("{} not in [0, 1]", d.mix_prob));
+        }
+        let (g0, g1) = d.mix_gain_db;
+        if !(g0.is_finite()
+            && g1.is_finite()
+            && g0 <= g1
+            && (-60.0..=20.0).contains(&g0)
+            && g1 <= 20.0)
+        {
+            return invalid(
+                "data.mix_gain_db",
+                format!(
+                    "{:?} must be [low, high] dB with -60 <= low <= high <= 20",
+                    d.mix_gain_db
+                ),
             );
         }
         if !(1..=64).contains(&d.prefetch) {
@@ -490,6 +522,17 @@ mod tests {
             ("[optim]\nbatch_size = 1000000\n", "optim.batch_size"),
             ("[run]\ncheckpoint_every = 0\n", "run.checkpoint_every"),
             ("[data]\nprefetch = 100000\n", "data.prefetch"),
+            ("[data]\nmix_prob = 2\n", "data.mix_prob"),
+            ("[data]\nmix_gain_db = [0, -10]\n", "data.mix_gain_db"),
+            ("[objective]\nviews = 0\n", "objective.views"),
+            (
+                "[objective]\ntarget_layers = 7\n",
+                "objective.target_layers",
+            ),
+            (
+                "[objective]\nutterance_weight = -1\n",
+                "objective.utterance_weight",
+            ),
             (
                 "[frontend]\nframe_length_ms = 1e9\n",
                 "frontend.frame_length_ms",

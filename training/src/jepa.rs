@@ -1,11 +1,12 @@
 //! The JEPA: context encoder, EMA target encoder and predictor, their initialisation, the loss
-//! and the EMA update (I-JEPA's src/train.py `train_step`, A-JEPA's squared-L2 loss).
+//! and the EMA update (I-JEPA's src/train.py `train_step`, A-JEPA's squared-L2 loss); the
+//! objective itself is in [`crate::objective`].
 
 use std::collections::HashMap;
 
-use audio_jepa::model::vit::{gather_tokens, Mode};
+use audio_jepa::model::vit::Mode;
 use audio_jepa::model::{Encoder, EncoderConfig};
-use candle_core::{DType, Device, Result, Tensor, Var, D};
+use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::PatchInit;
 use crate::masks::BatchMasks;
+use crate::objective::{jepa_loss, target_latents, Objective};
 use crate::predictor::{Predictor, PredictorConfig};
 
 /// The regression loss between predicted and target latents.
@@ -239,26 +241,46 @@ impl Jepa {
     /// Target latents: the target encoder on every patch, layer-normalised without affine
     /// parameters (I-JEPA: `F.layer_norm(h, (h.size(-1),))`), in f32, detached from the graph.
     pub fn targets(&self, patches: &Tensor) -> Result<Tensor> {
-        target_latents(&self.target, patches)
+        target_latents(&self.target, patches, 1)
     }
 
-    /// The JEPA loss of one batch: `patches` `[B, N, patch_len]` (f32), masks as index tensors.
-    /// A scalar f32 tensor whatever the compute dtype.
+    /// The JEPA loss of one batch: `patches` `[B, N, patch_len]` (f32), masks as index tensors,
+    /// I-JEPA's objective. A scalar f32 tensor whatever the compute dtype.
     pub fn loss(&self, patches: &Tensor, masks: &MaskTensors, kind: LossKind) -> Result<Tensor> {
+        self.objective_loss(
+            patches,
+            None,
+            std::slice::from_ref(masks),
+            &Objective::plain(kind),
+        )
+    }
+
+    /// The loss of [`objective::jepa_loss`]: the target encoder sees `teacher`, the context
+    /// encoder `student` (or `teacher` when `None`), once per masked view.
+    pub fn objective_loss(
+        &self,
+        teacher: &Tensor,
+        student: Option<&Tensor>,
+        views: &[MaskTensors],
+        obj: &Objective,
+    ) -> Result<Tensor> {
+        let student = student.unwrap_or(teacher);
         if self.compute == DType::F32 {
             return jepa_loss(
                 (&self.context, &self.target, &self.predictor),
-                patches,
-                masks,
-                kind,
+                teacher,
+                student,
+                views,
+                obj,
             );
         }
         let (context, target, predictor) = self.cast_networks(self.compute)?;
         jepa_loss(
             (&context, &target, &predictor),
-            &patches.to_dtype(self.compute)?,
-            masks,
-            kind,
+            &teacher.to_dtype(self.compute)?,
+            &student.to_dtype(self.compute)?,
+            views,
+            obj,
         )
     }
 
@@ -317,51 +339,4 @@ impl Jepa {
         }
         Ok(())
     }
-}
-
-fn target_latents(target: &Encoder, patches: &Tensor) -> Result<Tensor> {
-    let h = target
-        .forward(patches, None)?
-        .detach()
-        .to_dtype(DType::F32)?;
-    let mean = h.mean_keepdim(D::Minus1)?;
-    let c = h.broadcast_sub(&mean)?;
-    let var = c.sqr()?.mean_keepdim(D::Minus1)?;
-    c.broadcast_div(&(var + 1e-5)?.sqrt()?)
-}
-
-/// I-JEPA's loss (src/train.py `forward_target`, `forward_context`, `loss_fn`) on the given
-/// networks; predictions are compared with the targets in f32.
-fn jepa_loss(
-    (context, target, predictor): (&Encoder, &Encoder, &Predictor),
-    patches: &Tensor,
-    masks: &MaskTensors,
-    kind: LossKind,
-) -> Result<Tensor> {
-    let n = patches.dim(1)?;
-    let h = target_latents(target, patches)?;
-    let z = context.forward(patches, Some(&masks.context))?;
-    let preds = predictor.forward(&z, &masks.context, &masks.targets, n)?;
-    let mut total: Option<Tensor> = None;
-    let mut count = 0usize;
-    for (pred, idx) in preds.iter().zip(&masks.targets) {
-        let target = gather_tokens(&h, idx)?;
-        let diff = (pred.to_dtype(DType::F32)? - target)?;
-        let per = match kind {
-            LossKind::Mse => diff.sqr()?,
-            LossKind::SmoothL1 => {
-                let d = diff.abs()?;
-                let c = d.clamp(0f32, 1f32)?;
-                ((c.sqr()? * 0.5)? + (d - c)?)?
-            }
-        };
-        count += per.elem_count();
-        let s = per.sum_all()?;
-        total = Some(match total {
-            None => s,
-            Some(t) => (t + s)?,
-        });
-    }
-    let total = total.ok_or_else(|| candle_core::Error::Msg("no target blocks".into()))?;
-    total / count.max(1) as f64
 }

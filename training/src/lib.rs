@@ -1,10 +1,10 @@
 //! audio-jepa-training: JEPA pretraining of the audio-jepa encoder.
 //!
 //! One concern per module, as in I-JEPA's src/: [`masks`] (multiblock, time-frequency,
-//! curriculum), [`predictor`], [`jepa`] (model bundle, loss, EMA), [`optim`] (AdamW),
-//! [`schedules`], [`data`] (file lists), [`features`] (cached log-mel), [`loader`] (batches),
-//! [`monitor`] (collapse watch), [`train`] (step and checkpoints), [`shards`] (compressed feature
-//! shards that travel), [`config`].
+//! curriculum), [`predictor`], [`jepa`] (model bundle, EMA), [`objective`] (targets and loss),
+//! [`optim`] (AdamW), [`schedules`], [`data`] (file lists), [`features`] (cached log-mel),
+//! [`loader`] (batches, student mixtures), [`monitor`] (collapse watch), [`train`] (step and
+//! checkpoints), [`shards`] (compressed feature shards that travel), [`config`].
 
 pub mod config;
 pub mod data;
@@ -13,6 +13,7 @@ pub mod jepa;
 pub mod loader;
 pub mod masks;
 pub mod monitor;
+pub mod objective;
 pub mod optim;
 pub mod plot;
 pub mod predictor;

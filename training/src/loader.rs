@@ -26,6 +26,10 @@ pub struct Batch {
     /// `[batch][n_patches][patch_len]`, normalised log-mel patches.
     pub patches: Vec<f32>,
     pub masks: BatchMasks,
+    /// Further masked views of the same crops (`[objective] views - 1` of them).
+    pub extra_views: Vec<BatchMasks>,
+    /// The context encoder's input when it differs from `patches` (`[data] mix_prob`).
+    pub student: Option<Vec<f32>>,
 }
 
 /// The clips with what sampling needs: the span of each clip that is not digital silence, the
@@ -376,13 +380,72 @@ pub fn make_batch_at(corpus: &Corpus, cfg: &TrainConfig, step: u64, progress: f6
         b,
         &mut rng,
     );
+    // Drawn after the first view, so that a run with one view and no mixing sees the same
+    // stream as before these options existed.
+    let extra_views = (1..cfg.objective.views)
+        .map(|_| {
+            sample_with_probability(
+                &cfg.masks,
+                cfg.masks.tf_probability_at(progress),
+                n_freq,
+                n_time,
+                b,
+                &mut rng,
+            )
+        })
+        .collect();
+    let student = mix_student(&patches, b, cfg, &mut rng);
     Batch {
         step,
         batch: b,
         n_patches: n_freq * n_time,
         patches,
         masks,
+        extra_views,
+        student,
     }
+}
+
+/// The context encoder's input with `[data] mix_prob` of the crops mixed with another crop of
+/// the batch (M2D-X's background mixing, BYOL-A's log-mixup-exp): in the power domain,
+/// `x' = ln(e^x + a e^y)` on natural-log mel energies, `a` a gain drawn from `mix_gain_db`. The
+/// target encoder keeps the clean crop. `None` when nothing is mixed.
+pub fn mix_student(
+    patches: &[f32],
+    b: usize,
+    cfg: &TrainConfig,
+    rng: &mut impl Rng,
+) -> Option<Vec<f32>> {
+    let d = &cfg.data;
+    if d.mix_prob <= 0.0 || b < 2 {
+        return None;
+    }
+    let per = patches.len() / b;
+    // Undo `frontend::patches::normalize`: v = (x - mean) / (2 std).
+    let (mean, scale) = (cfg.frontend.norm_mean, 2.0 * cfg.frontend.norm_std);
+    let mut out = patches.to_vec();
+    for i in 0..b {
+        if rng.gen::<f64>() >= d.mix_prob {
+            continue;
+        }
+        let j = (i + rng.gen_range(1..b)) % b;
+        let (g0, g1) = d.mix_gain_db;
+        let gain_db = if g1 > g0 { rng.gen_range(g0..g1) } else { g0 };
+        // ln(a) for a power gain of `gain_db`.
+        let ln_a = (gain_db / 10.0 * std::f64::consts::LN_10) as f32;
+        let (x, y) = (
+            &patches[i * per..(i + 1) * per],
+            &patches[j * per..(j + 1) * per],
+        );
+        for ((o, &xv), &yv) in out[i * per..(i + 1) * per].iter_mut().zip(x).zip(y) {
+            let lx = xv * scale + mean;
+            let ly = yv * scale + mean + ln_a;
+            let m = lx.max(ly);
+            let mixed = m + ((lx - m).exp() + (ly - m).exp()).ln();
+            *o = (mixed - mean) / scale;
+        }
+    }
+    Some(out)
 }
 
 /// A fixed batch for the collapse watch: `n` clips spread over the dataset, centre crops, no

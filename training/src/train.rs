@@ -1,6 +1,7 @@
 //! The training step and the run state: checkpoints written atomically, resumable exactly.
 //!
-//! A step (I-JEPA's src/train.py): schedules for this step, the JEPA loss, backward, gradient
+//! A step (I-JEPA's src/train.py): schedules for this step, the JEPA loss (see `objective`: one
+//! target pass, one student pass per masked view), backward, gradient
 //! clipping, AdamW, then the EMA update of the target encoder. A non-finite or exploding loss
 //! stops the run before the parameters are touched, so the last checkpoint stays the last good.
 
@@ -16,6 +17,7 @@ use crate::jepa::{Jepa, MaskTensors};
 use crate::loader::Batch;
 use crate::masks::MaskKind;
 use crate::monitor::{collapse_stats, CollapseStats};
+use crate::objective::Objective;
 use crate::optim::{AdamW, AdamWParams};
 use crate::schedules;
 
@@ -133,8 +135,19 @@ impl Trainer {
         let dev = self.jepa.device.clone();
         let p = self.jepa.enc_cfg.patch_len();
         let patches = Tensor::from_slice(&batch.patches, (batch.batch, batch.n_patches, p), &dev)?;
-        let masks = MaskTensors::new(&batch.masks, &dev)?;
-        let loss = self.jepa.loss(&patches, &masks, self.cfg.optim.loss)?;
+        let shape = (batch.batch, batch.n_patches, p);
+        let student = match &batch.student {
+            Some(s) => Some(Tensor::from_slice(s, shape, &dev)?),
+            None => None,
+        };
+        let views = std::iter::once(&batch.masks)
+            .chain(&batch.extra_views)
+            .map(|m| MaskTensors::new(m, &dev))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let obj = Objective::from_config(&self.cfg.objective, self.cfg.optim.loss);
+        let loss = self
+            .jepa
+            .objective_loss(&patches, student.as_ref(), &views, &obj)?;
         let grads = loss.backward()?;
         // One device-to-host transfer per step (the loss and the gradient norm together): the
         // checks below need both before the parameters are touched, and nothing else is read.
