@@ -64,6 +64,36 @@ impl Audio {
 }
 
 /// Decodes `path`, downmixes it to mono and resamples it to `rate` Hz.
+/// File extensions the decoder reads (lower case).
+pub const AUDIO_EXTENSIONS: &[&str] = &["wav", "flac", "ogg", "oga", "mp3"];
+
+/// Whether `path` has one of [`AUDIO_EXTENSIONS`] (any case).
+pub fn is_audio_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Every audio file below `dir`, recursively, sorted (so runs are reproducible); the error
+/// names the folder that could not be read.
+pub fn audio_files_below(dir: &Path) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|e| (d.clone(), e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| (d.clone(), e))?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if is_audio_file(&path) {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 pub fn load(path: impl AsRef<Path>, rate: u32) -> Result<Audio, AudioError> {
     let decoded = decode_mono(path.as_ref())?;
     let samples = resample(&decoded.samples, decoded.sample_rate, rate)?;

@@ -8,22 +8,30 @@ use std::path::Path;
 
 use candle_core::Device;
 
-use crate::model::checkpoint::load_encoder_bytes;
+use crate::model::checkpoint::{load_encoder_bytes, load_tensors_bytes, Tensors};
 use crate::model::head::Head;
 use crate::model::{Encoder, ModelError};
 
 const ENCODER: &[u8] = include_bytes!("../models/default/encoder.safetensors");
 const HEAD: &[u8] = include_bytes!("../models/default/head.safetensors");
 
+const ENCODER_ORIGIN: &str = "<built-in>/models/default/encoder.safetensors";
+
 /// What `listen` shows as the model's name.
 pub const NAME: &str = "default (ESC-10 tagger, models/default)";
 
 pub fn encoder() -> Result<Encoder, ModelError> {
-    load_encoder_bytes(
-        ENCODER,
-        &Device::Cpu,
-        Path::new("<built-in>/models/default/encoder.safetensors"),
-    )
+    load_encoder_bytes(ENCODER, &Device::Cpu, Path::new(ENCODER_ORIGIN))
+}
+
+/// The encoder's tensors as stored (what `quantize` and `finetune --full` start from).
+pub fn tensors() -> Result<Tensors, ModelError> {
+    Ok(load_tensors_bytes(ENCODER, &Device::Cpu, Path::new(ENCODER_ORIGIN))?.0)
+}
+
+/// Size of the encoder's file, bytes.
+pub fn encoder_bytes() -> usize {
+    ENCODER.len()
 }
 
 pub fn head() -> Result<Head, ModelError> {
@@ -47,6 +55,11 @@ mod tests {
         assert!(
             !head.support_labels.is_empty(),
             "enroll needs the support set"
+        );
+        let t = tensors().unwrap();
+        assert_eq!(
+            t["patch_embed.proj.weight"].dims(),
+            &[enc.config().embed_dim, enc.config().patch_len()]
         );
     }
 }

@@ -247,3 +247,77 @@ fn listen_fast_embeddings_equal_the_offline_encoder_on_the_same_windows() {
     );
     assert!(worst <= 1e-5, "{worst}");
 }
+
+/// Issue 16, item 2: a sound shorter than the window (a knock, a spoken digit: 0.3 s against
+/// a 0.96 s window) used to give no hop at all. It gets one, padded as `finetune` pads such
+/// clips for training (its own quietest frame after it), so the embedding equals the offline
+/// encoder on `clip_windows`' padded window; and the built-in model tags it.
+#[test]
+fn a_clip_shorter_than_the_window_is_padded_and_tagged() {
+    use audio_jepa::finetune::windows::{clip_windows, WindowSpec};
+    use audio_jepa::frontend::LogMelExtractor;
+    use audio_jepa::model::checkpoint::{load_encoder, save_encoder};
+    use candle_core::Tensor;
+
+    let dir = tempfile::tempdir().unwrap();
+    let wav = tone_wav(dir.path(), 0.3);
+    let cfg = EncoderConfig::preset("tiny").unwrap();
+    let model = dir.path().join("enc.safetensors");
+    save_encoder(&model, &common::random_tensors(&cfg, 0.05), &cfg).unwrap();
+    let emb = dir.path().join("emb.npy");
+    let text = common::ajepa([
+        "listen".as_ref(),
+        "--fast".as_ref(),
+        "--json".as_ref(),
+        "--input".as_ref(),
+        wav.as_os_str(),
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--embeddings-out".as_ref(),
+        emb.as_os_str(),
+    ]);
+    let hops = text.lines().filter(|l| l.contains("\"hop\"")).count();
+    assert_eq!(hops, 1, "{text}");
+    let got = audio_jepa::arrays::read_npy(&emb).unwrap();
+
+    let fe = FrontendConfig::default();
+    let samples = audio_jepa::audio::load(&wav, 16_000).unwrap().samples;
+    let spec = LogMelExtractor::new(&fe).unwrap().compute(&samples);
+    assert!(spec.n_frames < 96, "{} frames", spec.n_frames);
+    let w = clip_windows(&spec, &fe, &WindowSpec::default()).unwrap();
+    assert_eq!(w.n, 1);
+    let x = Tensor::from_slice(w.window(0), (1, 48, 256), &Device::Cpu).unwrap();
+    let enc = load_encoder(&model, &Device::Cpu).unwrap();
+    let expected: Vec<f32> = enc
+        .forward(&x, None)
+        .unwrap()
+        .mean(1)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(got.shape, vec![1, 64]);
+    let worst = got
+        .data
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= 1e-5, "{worst}");
+
+    // The built-in model gives the short clip a tag.
+    let text = common::ajepa([
+        "listen".as_ref(),
+        "--fast".as_ref(),
+        "--json".as_ref(),
+        "--input".as_ref(),
+        wav.as_os_str(),
+    ]);
+    let hop: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["type"] == "hop")
+        .unwrap_or_else(|| panic!("no hop: {text}"));
+    assert!(!hop["top"].as_array().unwrap().is_empty(), "{hop}");
+}

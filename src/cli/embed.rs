@@ -5,14 +5,14 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use audio_jepa::frontend::patches::{normalize, patchify};
 use audio_jepa::frontend::LogMelExtractor;
-use audio_jepa::model::checkpoint::load_encoder;
 use candle_core::{Device, Tensor};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Audio file (any rate and channel count)
     input: PathBuf,
-    /// Encoder weights (.safetensors, with its .json config beside it)
+    /// Encoder weights (.safetensors, with its .json config beside it), or `default` (the
+    /// built-in model)
     #[arg(long)]
     model: PathBuf,
     /// Token embeddings, [patches, width] in time-major patch order (.npy); clips over 10.24 s
@@ -31,15 +31,16 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.model.with_extension("json");
-    let inputs = [args.input.as_path(), args.model.as_path(), config.as_path()];
+    let mut protected = super::model::files(&args.model);
+    protected.push(args.input.clone());
+    let inputs: Vec<&std::path::Path> = protected.iter().map(|p| p.as_path()).collect();
     super::check_output(&args.out, &inputs, &["npy"], args.force)?;
     if let Some(p) = &args.patches_out {
         super::check_output(p, &inputs, &["npy"], args.force)?;
     }
     let profile = super::load_profile(args.profile.as_deref())?;
     let cfg = &profile.frontend;
-    let encoder = load_encoder(&args.model, &Device::Cpu)?;
+    let (encoder, _) = super::model::load(&args.model)?;
     let ecfg = encoder.config().clone();
     let audio = audio_jepa::audio::load(&args.input, cfg.sample_rate)?;
     let mut spec = LogMelExtractor::new(cfg)?.compute(&audio.samples);

@@ -7,10 +7,8 @@ use audio_jepa::finetune::enroll::enroll;
 use audio_jepa::finetune::probe::ProbeConfig;
 use audio_jepa::finetune::windows::{embed_windows, load_clip_windows, WindowSpec};
 use audio_jepa::frontend::LogMelExtractor;
-use audio_jepa::model::checkpoint::load_encoder;
 use audio_jepa::model::head::Head;
 use audio_jepa::FrontendConfig;
-use candle_core::Device;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -19,12 +17,13 @@ pub struct Args {
     /// A few clips of it (WAV, FLAC, Ogg, MP3)
     #[arg(required = true)]
     pub clips: Vec<PathBuf>,
-    /// The encoder the head belongs to
-    #[arg(long)]
+    /// The encoder the head belongs to: a file, or `default` (the built-in model)
+    #[arg(long, default_value = "default")]
     pub model: PathBuf,
-    /// The head to extend (from `ajepa finetune` or an earlier `enroll`)
+    /// The head to extend (from `ajepa finetune` or an earlier `enroll`); without it, the
+    /// built-in model's ESC-10 head (then --out is needed)
     #[arg(long)]
-    pub head: PathBuf,
+    pub head: Option<PathBuf>,
     /// Where to write the new head (default: replace --head, keeping the old one as HEAD.bakN)
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -34,14 +33,24 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let head = Head::load(&args.head)?;
-    let enc = load_encoder(&args.model, &Device::Cpu)?;
+    let (head, head_name) = match &args.head {
+        Some(p) => (Head::load(p)?, p.display().to_string()),
+        None => {
+            if args.out.is_none() {
+                bail!("without --head, enroll extends the built-in head: give --out NEW_HEAD.safetensors (the built-in one cannot be replaced)");
+            }
+            (
+                audio_jepa::default_model::head().context("the built-in head")?,
+                "the built-in head".to_string(),
+            )
+        }
+    };
+    let (enc, _) = super::model::load(&args.model)?;
     if enc.config().embed_dim != head.dim {
         bail!(
-            "head {} expects {}-wide embeddings, the encoder {} gives {}",
-            args.head.display(),
+            "head {head_name} expects {}-wide embeddings, the encoder {} gives {}",
             head.dim,
-            args.model.display(),
+            super::model::name(&args.model),
             enc.config().embed_dim
         );
     }
@@ -58,11 +67,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         rows.extend(embed_windows(&enc, &w, 32)?);
     }
     let new = enroll(&head, &args.name, &rows, ProbeConfig::default())?;
-    let out = args.out.clone().unwrap_or_else(|| args.head.clone());
-    let clips: Vec<&std::path::Path> = args.clips.iter().map(|c| c.as_path()).collect();
-    super::check_output(&out, &clips, &["safetensors"], false)?;
-    if super::same_file(&out, &args.head) {
-        let bak = keep_generation(&args.head)?;
+    let out = match (&args.out, &args.head) {
+        (Some(o), _) => o.clone(),
+        (None, Some(h)) => h.clone(),
+        (None, None) => unreachable!("checked above"),
+    };
+    let mut protected = super::model::files(&args.model);
+    protected.extend(args.clips.iter().cloned());
+    let inputs: Vec<&std::path::Path> = protected.iter().map(|c| c.as_path()).collect();
+    super::check_output(&out, &inputs, &["safetensors"], false)?;
+    if let Some(h) = args.head.as_ref().filter(|h| super::same_file(&out, h)) {
+        let bak = keep_generation(h)?;
         eprintln!("kept the previous head as {}", bak.display());
     }
     // Head::save writes a temporary and renames it: a full disk or a kill leaves the old head.

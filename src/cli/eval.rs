@@ -9,14 +9,14 @@ use audio_jepa::finetune::labeled::{parse_where, read_csv_where};
 use audio_jepa::finetune::probe::{fit_validated, scores, Probe, ProbeConfig, L2_GRID};
 use audio_jepa::frontend::patches::{normalize, patchify};
 use audio_jepa::frontend::{LogMel, LogMelExtractor};
-use audio_jepa::model::checkpoint::load_encoder_with_quant;
 use audio_jepa::model::{Encoder, EncoderConfig};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Encoder weights (.safetensors with its .json)
+    /// Encoder weights (.safetensors with its .json), a pretraining run's folder, or `default`
+    /// (the built-in model)
     #[arg(long)]
     model: PathBuf,
     /// ESC-50 style CSV (filename, fold, category)
@@ -63,6 +63,9 @@ pub struct Args {
 
 /// The encoder file named by `--model` and `--encoder`.
 fn model_file(model: &Path, encoder: Option<&str>) -> anyhow::Result<PathBuf> {
+    if super::model::is_built_in(model) && encoder.is_none() {
+        return Ok(model.to_path_buf());
+    }
     if model.is_dir() {
         let name = match encoder {
             Some("context") => "context_encoder.safetensors",
@@ -329,8 +332,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     )?;
     let fe = audio_jepa::FrontendConfig::default();
     let model_path = model_file(&args.model, args.encoder.as_deref())?;
-    let (model, quant) = load_encoder_with_quant(&model_path, &Device::Cpu)
-        .with_context(|| format!("loading the encoder {}", model_path.display()))?;
+    let (model, quant) = super::model::load(&model_path)?;
     let precision = args.precision.unwrap_or(if quant.is_some() {
         Precision::Q8
     } else {

@@ -10,7 +10,7 @@ use audio_jepa::finetune::labeled::{parse_where, read_csv_where, read_folders, L
 use audio_jepa::finetune::probe::{scores, support_subset, Probe, ProbeConfig};
 use audio_jepa::finetune::windows::{embed_windows, load_clip_windows, WindowSpec};
 use audio_jepa::frontend::LogMelExtractor;
-use audio_jepa::model::checkpoint::{load_encoder, load_tensors, save_encoder};
+use audio_jepa::model::checkpoint::{load_encoder, save_encoder};
 use audio_jepa::model::head::Head;
 use audio_jepa::model::Encoder;
 use audio_jepa::FrontendConfig;
@@ -18,8 +18,8 @@ use candle_core::Device;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Encoder weights (.safetensors with its .json)
-    #[arg(long)]
+    /// Encoder weights (.safetensors with its .json), or `default` (the built-in model)
+    #[arg(long, default_value = "default")]
     pub model: PathBuf,
     /// Labeled set: an ESC-50 style CSV (filename, fold, category)
     #[arg(long, conflicts_with = "folders", required_unless_present = "folders")]
@@ -379,7 +379,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let val = load_clips(&set, &splits.val, &ws, "validation")?;
     let test = load_clips(&set, &splits.test, &ws, "test")?;
     let started = std::time::Instant::now();
-    let enc = load_encoder(&args.model, &Device::Cpu)?;
+    let (enc, _) = super::model::load(&args.model)?;
     let probe = fit_probe(&enc, &set.classes, &train, &val)?;
     let mut summary = serde_json::json!({
         "model": args.model, "classes": set.classes, "window_columns": ws.columns,
@@ -387,7 +387,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "train_windows": train.windows(),
     });
     let (final_enc, head) = if args.full {
-        let (tensors, _) = load_tensors(&args.model, &Device::Cpu)?;
+        let tensors = super::model::tensors(&args.model)?;
         let ft = FinetuneConfig {
             max_epochs: args.epochs,
             patience: args.patience,

@@ -72,7 +72,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", sc.threads.to_string());
     }
-    let (encoder, model_name, file_quant) = match (&args.model, args.random) {
+    // `--model default` is the built-in model, as no --model is.
+    let model = args.model.clone().filter(|p| !super::model::is_built_in(p));
+    let (encoder, model_name, file_quant) = match (&model, args.random) {
         (Some(p), _) => {
             let (e, q) = load_encoder_with_quant(p, &Device::Cpu)?;
             (e, p.display().to_string(), q)
@@ -96,7 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Precision::F32
         };
     let dim = encoder.config().embed_dim;
-    let builtin_head = args.model.is_none() && !args.random && args.head.is_none();
+    let builtin_head = model.is_none() && !args.random && args.head.is_none();
     let head = match &args.head {
         Some(p) => {
             let h = Head::load(p)?;

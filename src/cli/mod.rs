@@ -9,7 +9,9 @@ mod eval;
 mod features;
 mod finetune;
 mod listen;
+pub mod model;
 mod quantize;
+mod tag;
 mod tui;
 
 use std::path::{Path, PathBuf};
@@ -49,6 +51,8 @@ enum Command {
     Quantize(quantize::Args),
     /// Live sound-event tags from the microphone (or --input FILE) in the terminal or as JSON
     Listen(listen::Args),
+    /// Top tags of whole clips (files or folders), one line each, as text, JSON or CSV
+    Tag(tag::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -62,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Finetune(a) => finetune::run(a),
         Command::Enroll(a) => enroll::run(a),
         Command::Quantize(a) => quantize::run(a),
+        Command::Tag(a) => tag::run(a),
     }
 }
 

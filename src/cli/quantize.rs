@@ -14,8 +14,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use audio_jepa::engine::{FastEncoder, Isa, Precision};
 use audio_jepa::model::checkpoint::{
-    load_encoder, load_encoder_with_quant, load_tensors, save_encoder, save_encoder_quantized,
-    WeightQuant,
+    load_encoder_with_quant, save_encoder, save_encoder_quantized, WeightQuant,
 };
 use audio_jepa::model::Encoder;
 use candle_core::{DType, Device, Tensor};
@@ -30,7 +29,7 @@ pub enum Kind {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Encoder weights (.safetensors with its .json)
+    /// Encoder weights (.safetensors with its .json), or `default` (the built-in model)
     #[arg(long)]
     pub model: PathBuf,
     /// Output .safetensors (its .json is written beside it)
@@ -80,16 +79,12 @@ fn pooled(enc: &Encoder, precision: Precision, wins: &[Vec<f32>]) -> anyhow::Res
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     // The same file under another spelling too, and its .json.
-    let config = args.model.with_extension("json");
-    super::check_output(&args.out, &[&args.model, &config], &["safetensors"], false)?;
-    super::check_output(
-        &args.out.with_extension("json"),
-        &[&args.model, &config],
-        &["json"],
-        false,
-    )?;
-    let enc = load_encoder(&args.model, &Device::Cpu)?;
-    let (tensors, _) = load_tensors(&args.model, &Device::Cpu)?;
+    let protected = super::model::files(&args.model);
+    let inputs: Vec<&std::path::Path> = protected.iter().map(|p| p.as_path()).collect();
+    super::check_output(&args.out, &inputs, &["safetensors"], false)?;
+    super::check_output(&args.out.with_extension("json"), &inputs, &["json"], false)?;
+    let (enc, _) = super::model::load(&args.model)?;
+    let tensors = super::model::tensors(&args.model)?;
     match args.kind {
         Kind::F16 | Kind::Bf16 => {
             let dtype = if args.kind == Kind::F16 {
@@ -143,8 +138,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let size = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0;
     println!(
         "{} ({:.2} MiB) -> {} ({:.2} MiB, {:?}, computed in {:?})",
-        args.model.display(),
-        size(&args.model),
+        super::model::name(&args.model),
+        if super::model::is_built_in(&args.model) {
+            audio_jepa::default_model::encoder_bytes() as f64 / 1048576.0
+        } else {
+            size(&args.model)
+        },
         args.out.display(),
         size(&args.out),
         args.kind,

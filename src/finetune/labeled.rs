@@ -178,10 +178,7 @@ pub fn read_folders(root: &Path) -> Result<LabeledSet, LabeledError> {
             .unwrap_or_default();
         for f in std::fs::read_dir(&dir).map_err(io)? {
             let p = f.map_err(io)?.path();
-            let audio = p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                ["wav", "flac", "ogg", "oga", "mp3"].contains(&e.to_ascii_lowercase().as_str())
-            });
-            if audio {
+            if crate::audio::is_audio_file(&p) {
                 rows.push((p, label.clone(), None));
             }
         }

@@ -55,6 +55,8 @@ pub struct ClipWindows {
     pub patches_per_window: usize,
     pub patch_len: usize,
     pub data: Vec<f32>,
+    /// The clip's length, seconds (before any padding).
+    pub seconds: f64,
 }
 
 impl ClipWindows {
@@ -74,6 +76,7 @@ pub fn clip_windows(
 ) -> Result<ClipWindows, WindowError> {
     let (pf, pt) = (PATCH, PATCH);
     let want = ws.columns * pt;
+    let seconds = spec.n_frames as f64 * fe.frame_shift_ms / 1000.0;
     let mut spec = spec.clone();
     if spec.n_frames < want {
         let quiet = spec
@@ -115,6 +118,7 @@ pub fn clip_windows(
         patches_per_window: ws.columns * p.grid.n_freq,
         patch_len: p.grid.patch_len(),
         data,
+        seconds,
     })
 }
 

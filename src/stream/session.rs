@@ -402,6 +402,18 @@ fn worker_loop(
         let n = cons.pop(&mut buf);
         if n == 0 {
             if source_done.load(Ordering::Acquire) && cons.is_empty() {
+                // A file shorter than the window: one padded hop instead of none.
+                pipe.finish(&mut |h: &Hop| {
+                    hop_ms.push(h.compute_ms);
+                    c2t_ms.push(h.compute_ms);
+                    let mut ev = pool
+                        .try_recv()
+                        .unwrap_or_else(|_| HopEvent::with_capacity(labels.clone(), n_mels, dim));
+                    ev.fill(h, h.compute_ms);
+                    if tx.try_send(Event::Hop(ev)).is_err() {
+                        dropped_events += 1;
+                    }
+                });
                 break;
             }
             std::thread::sleep(Duration::from_millis(1));

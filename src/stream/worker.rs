@@ -284,6 +284,42 @@ impl Pipeline {
         }
     }
 
+    /// Ends the stream. A stream that ended before its first window was full (a door knock, a
+    /// spoken digit, a camera shutter: 0.3-0.9 s against a 1 s window) has had no hop; it gets
+    /// one now, on its frames followed by copies of its own quietest frame, the padding
+    /// `finetune` gives such clips (`finetune::windows::clip_windows`), so that the head sees
+    /// what it was trained on. Returns whether it computed a hop.
+    pub fn finish(&mut self, on_hop: &mut impl FnMut(&Hop)) -> bool {
+        let (wf, n) = (self.window_frames as u64, self.n_mels);
+        if self.hops > 0 || self.frames == 0 || self.frames >= wf {
+            return false;
+        }
+        let have = self.frames as usize;
+        let quiet = (0..have)
+            .min_by(|&a, &b| {
+                let m = |i: usize| self.window[i * n..(i + 1) * n].iter().sum::<f32>();
+                m(a).total_cmp(&m(b))
+            })
+            .unwrap_or(0);
+        for slot in have..self.window_frames {
+            self.window
+                .copy_within(quiet * n..(quiet + 1) * n, slot * n);
+        }
+        // Slots 0..have hold the sound in time order; with the window full from slot 0 on,
+        // the padding follows it, as in `clip_windows`.
+        self.frames = wf;
+        let ok = self.hop();
+        if ok {
+            // The level of the sound, not of the padding that ends the window.
+            let loudest = (0..have)
+                .map(|i| self.window[i * n..(i + 1) * n].iter().sum::<f32>() / n as f32)
+                .fold(f32::NEG_INFINITY, f32::max);
+            self.out.level_db = 10.0 * loudest / std::f32::consts::LN_10;
+            on_hop(&self.out);
+        }
+        ok
+    }
+
     /// The window's frames in time order, normalised, as patches (time-major patch index).
     fn build_patches(&mut self) {
         let (wf, n_mels, p) = (self.window_frames, self.n_mels, self.patch);

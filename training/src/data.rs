@@ -4,8 +4,7 @@ use std::path::{Path, PathBuf};
 
 use audio_jepa::finetune::labeled::RowFilter;
 
-/// File extensions the decoder reads.
-pub const AUDIO_EXTENSIONS: &[&str] = &["wav", "flac", "ogg", "oga", "mp3"];
+pub use audio_jepa::audio::AUDIO_EXTENSIONS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -23,12 +22,6 @@ pub enum DataError {
         line: usize,
         reason: String,
     },
-}
-
-fn is_audio(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 /// Audio files named by `source`: every audio file below a folder (sorted, so runs are
@@ -56,20 +49,8 @@ pub fn list_audio_where(
     };
     let meta = std::fs::metadata(source).map_err(io(source))?;
     let files = if meta.is_dir() {
-        let mut files = Vec::new();
-        let mut stack = vec![source.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
-                let path = entry.map_err(io(&dir))?.path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else if is_audio(&path) {
-                    files.push(path);
-                }
-            }
-        }
-        files.sort();
-        files
+        audio_jepa::audio::audio_files_below(source)
+            .map_err(|(path, source)| DataError::Io { path, source })?
     } else {
         list_csv(source, folds, where_)?
     };

@@ -1,0 +1,204 @@
+//! `ajepa tag FILE|DIR...`: one line per clip with its top tags over the whole clip, as text,
+//! JSON lines or CSV, for scripts and for checking a head on your own recordings.
+//!
+//! A clip is cut into the windows the live tagger encodes (`finetune::windows::clip_windows`,
+//! one per hop): windows far quieter than the clip's loudest are left out (silence carries no
+//! label), a clip shorter than a window is padded as `finetune` pads it, and a clip's score for
+//! a class is the mean over its windows of the head's per-window score. A file that cannot be
+//! read is reported and skipped; the others are still tagged.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use audio_jepa::engine::{FastEncoder, Isa, Precision};
+use audio_jepa::finetune::windows::{load_clip_windows, WindowSpec};
+use audio_jepa::frontend::LogMelExtractor;
+use audio_jepa::model::head::Head;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Audio files, or folders searched recursively for them
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Encoder: a file, or `default` (the built-in model)
+    #[arg(long, default_value = "default")]
+    pub model: PathBuf,
+    /// Tagging head (from `ajepa finetune` or `enroll`); default: the built-in model's head,
+    /// which only fits the built-in encoder
+    #[arg(long)]
+    pub head: Option<PathBuf>,
+    /// Tags per clip
+    #[arg(long, default_value_t = 3)]
+    pub top: usize,
+    /// Window in 160 ms patch columns (the profile's `window_columns`; 6 for the built-in model)
+    #[arg(long, default_value_t = 6)]
+    pub window_columns: usize,
+    /// One JSON object per clip
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// CSV with a header: file, seconds, windows, then label and score per tag
+    #[arg(long)]
+    pub csv: bool,
+}
+
+/// A clip's summary.
+struct Tagged {
+    file: PathBuf,
+    seconds: f64,
+    windows: usize,
+    top: Vec<(String, f32)>,
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.top == 0 {
+        bail!("--top must be at least 1");
+    }
+    if !(1..=super::MAX_WINDOW_COLUMNS).contains(&args.window_columns) {
+        bail!(
+            "--window-columns {} (1 to {})",
+            args.window_columns,
+            super::MAX_WINDOW_COLUMNS
+        );
+    }
+    let (enc, quant) = super::model::load(&args.model)?;
+    let head = match &args.head {
+        Some(p) => Head::load(p)?,
+        None if super::model::is_built_in(&args.model) => {
+            audio_jepa::default_model::head().context("the built-in head")?
+        }
+        None => bail!(
+            "{} has no built-in head: give --head (from `ajepa finetune` or `enroll`)",
+            args.model.display()
+        ),
+    };
+    if head.dim != enc.config().embed_dim {
+        bail!(
+            "the head expects {}-wide embeddings, the encoder {} gives {}",
+            head.dim,
+            super::model::name(&args.model),
+            enc.config().embed_dim
+        );
+    }
+    if !head.trained {
+        eprintln!("warning: the head is untrained; its tags mean nothing");
+    }
+    let mut files = Vec::new();
+    for input in &args.inputs {
+        if input.is_dir() {
+            let found = audio_jepa::audio::audio_files_below(input)
+                .map_err(|(p, e)| anyhow::anyhow!("cannot read the folder {}: {e}", p.display()))?;
+            if found.is_empty() {
+                eprintln!(
+                    "{}: no audio files ({})",
+                    input.display(),
+                    audio_jepa::audio::AUDIO_EXTENSIONS.join(", ")
+                );
+            }
+            files.extend(found);
+        } else {
+            files.push(input.clone());
+        }
+    }
+    let precision = if quant.is_some() {
+        Precision::Q8
+    } else {
+        Precision::F32
+    };
+    let engine = FastEncoder::from_encoder(&enc, precision, Isa::detect(), args.window_columns)
+        .context("building the encoder engine")?;
+    let mut scratch = engine.scratch();
+    let fe = audio_jepa::FrontendConfig::default();
+    let mut lm = LogMelExtractor::new(&fe)?;
+    let ws = WindowSpec {
+        columns: args.window_columns,
+        hop: 1,
+        ..WindowSpec::default()
+    };
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    let k = args.top.min(head.labels.len());
+    if args.csv {
+        let mut line = String::from("file,seconds,windows");
+        for i in 1..=k {
+            line += &format!(",tag{i},score{i}");
+        }
+        if writeln!(out, "{line}").is_err() {
+            return Ok(()); // a closed pipe (`| head`): nothing more to say
+        }
+    }
+    let (mut failed, mut scores, mut sum) = (0usize, Vec::new(), vec![0f32; head.labels.len()]);
+    for file in &files {
+        let w = match load_clip_windows(file, &mut lm, &fe, &ws) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("skipped {}: {e}", file.display());
+                failed += 1;
+                continue;
+            }
+        };
+        sum.iter_mut().for_each(|s| *s = 0.0);
+        for i in 0..w.n {
+            engine.forward(w.window(i), &mut scratch)?;
+            head.scores_into(&scratch.pooled, &mut scores);
+            for (s, v) in sum.iter_mut().zip(&scores) {
+                *s += v / w.n as f32;
+            }
+        }
+        let mut order: Vec<usize> = (0..sum.len()).collect();
+        order.sort_by(|&a, &b| sum[b].total_cmp(&sum[a]));
+        let t = Tagged {
+            file: file.clone(),
+            seconds: w.seconds,
+            windows: w.n,
+            top: order[..k]
+                .iter()
+                .map(|&c| (head.labels[c].clone(), sum[c]))
+                .collect(),
+        };
+        let line = if args.json {
+            serde_json::json!({"file": t.file, "seconds": t.seconds, "windows": t.windows, "top": t.top})
+                .to_string()
+        } else if args.csv {
+            let mut l = format!(
+                "{},{:.2},{}",
+                csv_field(&t.file.to_string_lossy()),
+                t.seconds,
+                t.windows
+            );
+            for (label, s) in &t.top {
+                l += &format!(",{},{s:.4}", csv_field(label));
+            }
+            l
+        } else {
+            let tags: Vec<String> = t.top.iter().map(|(l, s)| format!("{l} {s:.2}")).collect();
+            format!(
+                "{}  ({:.1} s)  {}",
+                t.file.display(),
+                t.seconds,
+                tags.join(", ")
+            )
+        };
+        if writeln!(out, "{line}").is_err() {
+            return Ok(());
+        }
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} of {} files could not be tagged (see above)",
+            files.len()
+        );
+    }
+    if files.is_empty() {
+        bail!("no audio files to tag");
+    }
+    Ok(())
+}
