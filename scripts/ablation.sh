@@ -8,6 +8,8 @@
 #   scripts/ablation.sh                 # every arm
 #   scripts/ablation.sh base mix        # some arms
 #   MINUTES=30 scripts/ablation.sh      # another budget
+#   ENCODERS="context target" ...       # probe the EMA target too (default: the context encoder,
+#                                       # the one the default model exports)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ESC50=${ESC50:-../shared/data/esc50/esc50.csv}
@@ -27,7 +29,7 @@ for arm in "${arms[@]}"; do
     extra=()
     [ $first -eq 1 ] || extra=(--no-baselines)
     first=0
-    for enc in context target; do
+    for enc in ${ENCODERS:-context}; do
         ./target/release/ajepa eval --model "$out" --encoder $enc --csv "$ESC50" \
             --train-folds 1,2,3 --test-folds 4 --pool mean,freqcat "${extra[@]}" | tee "$out/eval-$enc.txt"
         extra=(--no-baselines)

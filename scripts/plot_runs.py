@@ -20,8 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def read(path):
-    """(crops, loss) points and (crops, rank) points of one log."""
+def read(path, x="crops"):
+    """(x, loss) points and (x, rank) points of one log; x is crops seen or, for our logs, training minutes."""
     loss, rank = [], []
     if path.endswith(".jsonl"):
         batch = None
@@ -30,11 +30,17 @@ def read(path):
             if "crops" in r and "step" in r and r["step"]:
                 batch = r["crops"] / r["step"]
         batch = batch or 32
+        minutes = {r["step"]: r["elapsed_s"] / 60 for r in rows if "elapsed_s" in r}
         for r in rows:
+            at = r["step"] * batch if x == "crops" else minutes.get(r["step"])
+            if at is None:
+                # Rank records carry no time: the nearest earlier logged step's.
+                earlier = [s for s in minutes if s <= r["step"]]
+                at = minutes[max(earlier)] if earlier else 0.0
             if "loss" in r:
-                loss.append((r["step"] * batch, r["loss"]))
+                loss.append((at, r["loss"]))
             if "rank_pooled" in r:
-                rank.append((r["step"] * batch, r["rank_pooled"]))
+                rank.append((at, r["rank_pooled"]))
     else:
         for r in json.load(open(path)):
             c = r["step"] * 32
@@ -47,22 +53,24 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--title", default="pretraining, matched recipe")
+    ap.add_argument("--x", choices=["crops", "minutes"], default="crops", help="x axis (minutes: our logs only)")
     ap.add_argument("runs", nargs="+", help="NAME=PATH (log.jsonl of ours, jepa_log.json of the reference)")
     args = ap.parse_args()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for spec in args.runs:
         name, _, path = spec.partition("=")
-        loss, rank = read(path)
+        loss, rank = read(path, args.x)
         if loss:
             a.plot(*zip(*loss), label=name)
         if rank:
             b.plot(*zip(*rank), marker="o", label=name)
-    a.set_xlabel("crops seen")
+    xlabel = "crops seen" if args.x == "crops" else "training minutes"
+    a.set_xlabel(xlabel)
     a.set_ylabel("JEPA loss (MSE on layer-normed targets)")
     a.set_yscale("log")
     a.grid(alpha=0.3)
     a.legend()
-    b.set_xlabel("crops seen")
+    b.set_xlabel(xlabel)
     b.set_ylabel("effective rank of pooled target embeddings")
     b.grid(alpha=0.3)
     b.legend()

@@ -127,9 +127,19 @@ fn check_rate(path: &Path, rate: u32) -> Result<(), AudioError> {
     })
 }
 
-/// The sample rate a RIFF/WAVE header declares, read before symphonia sees the file (its WAV
-/// reader asserts on 0 Hz while probing). `None` for anything that is not a readable WAV header.
-fn wav_header_rate(path: &Path) -> Option<u32> {
+/// What a WAV file's header says, read before symphonia sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WavHeader {
+    rate: u32,
+    /// The RIFF or data size is 0xFFFFFFFF or 0: a stream written before its length was known
+    /// (`arecord` to a pipe, ffmpeg to stdout). Its real length is whatever the file holds.
+    open_ended: bool,
+}
+
+/// The sample rate and length convention of a RIFF/WAVE file from its first 4 KiB (`None` for
+/// other files): symphonia asserts on a rate of 0 and allocates by the stated rate, so the rate
+/// is checked before it decodes.
+fn wav_header(path: &Path) -> Option<WavHeader> {
     use std::io::Read;
     let mut head = [0u8; 4096];
     let mut f = File::open(path).ok()?;
@@ -144,21 +154,31 @@ fn wav_header_rate(path: &Path) -> Option<u32> {
     if head.len() < 12 || &head[0..4] != b"RIFF" || &head[8..12] != b"WAVE" {
         return None;
     }
+    let riff_size = u32::from_le_bytes(head[4..8].try_into().ok()?);
+    let mut open_ended = riff_size == u32::MAX || riff_size == 0;
+    let mut rate = None;
     let mut at = 12;
     while at + 8 <= head.len() {
         let id = &head[at..at + 4];
-        let size = u32::from_le_bytes(head[at + 4..at + 8].try_into().ok()?) as usize;
+        let size32 = u32::from_le_bytes(head[at + 4..at + 8].try_into().ok()?);
         if id == b"fmt " {
-            let rate = head.get(at + 12..at + 16)?;
-            return Some(u32::from_le_bytes(rate.try_into().ok()?));
+            let r = head.get(at + 12..at + 16)?;
+            rate = Some(u32::from_le_bytes(r.try_into().ok()?));
+        } else if id == b"data" {
+            open_ended |= size32 == u32::MAX || size32 == 0;
+            break;
         }
         // Chunks are padded to an even size.
+        let size = size32 as usize;
         at = at
             .checked_add(8)?
             .checked_add(size)?
             .checked_add(size & 1)?;
     }
-    None
+    Some(WavHeader {
+        rate: rate?,
+        open_ended,
+    })
 }
 
 /// Decodes `path` and downmixes it to mono at the file's own rate.
@@ -190,8 +210,9 @@ fn decode_checked(path: &Path) -> Result<Audio, AudioError> {
     if meta.len() == 0 {
         return Err(AudioError::EmptyFile { path: p() });
     }
-    if let Some(rate) = wav_header_rate(path) {
-        check_rate(path, rate)?;
+    let wav = wav_header(path);
+    if let Some(h) = wav {
+        check_rate(path, h.rate)?;
     }
     let file = File::open(path).map_err(|source| AudioError::Io { path: p(), source })?;
     let mss = MediaSourceStream::new(Box::new(file), Default::default());
@@ -285,9 +306,11 @@ fn decode_checked(path: &Path) -> Result<Audio, AudioError> {
     }
     // Lossless containers state their exact length; fewer frames means the file was cut short.
     // (MP3 and Vorbis lengths are estimates from headers, so they are not held to it.)
+    // A streamed WAV (size fields 0xFFFFFFFF or 0) promises nothing: it holds what it holds.
+    let open_ended = wav.is_some_and(|h| h.open_ended);
     if let Some(expected) = params.n_frames {
         let lossy = params.codec == CODEC_TYPE_MP3 || params.codec == CODEC_TYPE_VORBIS;
-        if !lossy && frames < expected {
+        if !lossy && !open_ended && frames < expected {
             return Err(AudioError::Truncated {
                 path: p(),
                 expected,

@@ -28,6 +28,8 @@ pub struct App {
     pub stats: Stats,
     pub last_hop: Option<(u64, f64, f64)>,
     pub ended: bool,
+    /// The newest window is unlike the top class's examples (the open-set check).
+    pub unknown: bool,
 }
 
 impl App {
@@ -43,6 +45,7 @@ impl App {
             .map(|(l, s)| (l.to_string(), s))
             .collect();
         self.level_db = h.level_db;
+        self.unknown = h.unknown;
         self.last_hop = Some((h.hop, h.compute_ms, h.capture_to_tag_ms));
         if self.spectrogram.len() == HISTORY {
             self.spectrogram.pop_front();
@@ -140,7 +143,14 @@ pub fn render(f: &mut Frame, app: &App) {
     // Top tags with confidence bars.
     let tag_block = Block::default()
         .borders(Borders::ALL)
-        .title(format!(" tags (threshold {:.2}, +/-) ", app.threshold));
+        .title(if app.unknown {
+            format!(
+                " UNKNOWN sound: unlike the examples of every tag (threshold {:.2}) ",
+                app.threshold
+            )
+        } else {
+            format!(" tags (threshold {:.2}, +/-) ", app.threshold)
+        });
     let inner = tag_block.inner(mid[0]);
     f.render_widget(tag_block, mid[0]);
     if app.scores.is_empty() {

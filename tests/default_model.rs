@@ -138,6 +138,16 @@ fn every_command_takes_the_built_in_model() {
     ]);
     let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(first["info"]["untrained"], false, "{first}");
+    // Every hop carries the open-set check of the built-in head.
+    let hop: serde_json::Value = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["type"] == "hop")
+        .unwrap();
+    assert!(
+        hop["unknown"].is_boolean() && hop["similarity"].is_number(),
+        "{hop}"
+    );
 
     // tag: a folder (recursive) and a 0.3 s clip, as JSON lines and as CSV
     let short = clip(d, "short.wav", 800.0, 0.3, 99);
@@ -160,6 +170,21 @@ fn every_command_takes_the_built_in_model() {
         assert!(s > 0.0 && s <= 1.0 + 1e-5, "{r}");
     }
     assert_eq!(rows[12]["windows"], 1);
+    // The built-in head keeps a support set, so every clip gets the open-set check.
+    assert!(
+        rows.iter()
+            .all(|r| r["unknown"].is_boolean() && r["similarity"].is_number()),
+        "{out}"
+    );
+    let out = common::ajepa([
+        "tag".as_ref(),
+        "--json".as_ref(),
+        "--no-unknown".as_ref(),
+        p(&short).as_os_str(),
+    ]);
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["unknown"], false);
+    assert!(r["similarity"].is_null());
     assert!((rows[12]["seconds"].as_f64().unwrap() - 0.3).abs() < 0.05);
     let out = common::ajepa([
         "tag".as_ref(),
@@ -171,7 +196,7 @@ fn every_command_takes_the_built_in_model() {
     let mut lines = out.lines();
     assert_eq!(
         lines.next(),
-        Some("file,seconds,windows,tag1,score1,tag2,score2")
+        Some("file,seconds,windows,known,similarity,tag1,score1,tag2,score2")
     );
-    assert_eq!(lines.next().unwrap().split(',').count(), 7);
+    assert_eq!(lines.next().unwrap().split(',').count(), 9);
 }

@@ -212,3 +212,52 @@ fn random_bytes_give_one_plain_error_line() {
     assert!(!err.contains("WARN"), "library warnings: {err}");
     assert!(err.contains("junk.mp3"), "{err}");
 }
+
+/// Issue 15, item 13: a WAV written as a stream (`ffmpeg ... -f wav -` to a pipe) has 0xFFFFFFFF
+/// in its RIFF and data sizes. It is not "truncated": it holds what it holds, and all of it is
+/// decoded. A plain WAV cut short is still reported as truncated.
+#[test]
+fn a_streamed_wav_with_open_ended_sizes_is_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 12_345usize;
+    let mut b = b"RIFF".to_vec();
+    b.extend_from_slice(&u32::MAX.to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    for v in [16u32, 0x0001_0001, 16_000, 32_000, 0x0010_0002] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&u32::MAX.to_le_bytes());
+    b.extend((0..n).flat_map(|i| ((i * 97) as i16).to_le_bytes()));
+    let p = dir.path().join("stream.wav");
+    std::fs::write(&p, &b).unwrap();
+    let a = audio_jepa::audio::decode_mono(&p).unwrap();
+    assert_eq!(a.samples.len(), n);
+
+    // The same samples with honest sizes, then cut: truncated.
+    let full = wav(dir.path(), "cut.wav", 16_000, n);
+    let bytes = std::fs::read(&full).unwrap();
+    std::fs::write(&full, &bytes[..bytes.len() - 2000]).unwrap();
+    let e = audio_jepa::audio::decode_mono(&full).unwrap_err();
+    assert!(e.to_string().contains("truncated"), "{e}");
+}
+
+/// Issue 15, item 14: without a usable microphone, `listen` says so and what to do instead,
+/// rather than "device no longer available ... unplugged". (On a machine with a microphone the
+/// session simply runs for half a second.)
+#[test]
+fn no_microphone_is_a_clear_message() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ajepa"))
+        .args(["listen", "--json", "--seconds", "0.5"])
+        .output()
+        .unwrap();
+    if out.status.success() {
+        eprintln!("a capture device is present here: nothing to check");
+        return;
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ajepa devices") && err.contains("--input FILE"),
+        "{err}"
+    );
+}

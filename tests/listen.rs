@@ -61,6 +61,8 @@ fn the_ui_renders_tags_stats_and_the_untrained_flag() {
         level_db: -20.0,
         labels: vec!["rain".to_string(), "dog".to_string()].into(),
         scores: vec![(1, 0.91), (0, 0.12)],
+        unknown: false,
+        similarity: 0.5,
         tags_on: vec![1],
         tags_off: vec![],
         spectrum: vec![0.0; 128],
@@ -96,6 +98,19 @@ fn the_ui_renders_tags_stats_and_the_untrained_flag() {
     ] {
         assert!(text.contains(needle), "`{needle}` not on screen:\n{text}");
     }
+    assert!(!text.contains("UNKNOWN"), "{text}");
+    // A window unlike every class's examples (the open-set check) says so.
+    app.unknown = true;
+    term.draw(|f| render(f, &app)).unwrap();
+    let buf = term.backend().buffer().clone();
+    let rows: String = (0..buf.area.height)
+        .map(|y| {
+            (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol().to_string())
+                .collect::<String>()
+        })
+        .collect();
+    assert!(rows.contains("UNKNOWN sound"), "{rows}");
 }
 
 #[test]

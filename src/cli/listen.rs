@@ -46,6 +46,14 @@ pub struct Args {
     /// Tag threshold on the smoothed score
     #[arg(long)]
     pub threshold: Option<f32>,
+    /// Open-set check: a hop is "unknown" when its window is less like the top class's
+    /// examples than this fraction of the class's own training examples (needs a head with a
+    /// support set: from `finetune` without --full, `enroll`, or the built-in one)
+    #[arg(long, default_value_t = 0.2)]
+    pub unknown_quantile: f32,
+    /// Always answer with one of the head's classes (no "unknown")
+    #[arg(long)]
+    pub no_unknown: bool,
     /// Ring capacity in seconds of audio
     #[arg(long)]
     pub ring_seconds: Option<f64>,
@@ -68,6 +76,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let hop_columns = args.hop_columns.unwrap_or(sc.hop_columns);
     let threshold = args.threshold.unwrap_or(sc.threshold);
     let ring_seconds = args.ring_seconds.unwrap_or(sc.ring_seconds);
+    if !(0.0..1.0).contains(&args.unknown_quantile) {
+        bail!(
+            "--unknown-quantile {} must be in [0, 1)",
+            args.unknown_quantile
+        );
+    }
     // candle reads its thread count once, at its first operation.
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", sc.threads.to_string());
@@ -133,6 +147,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         hop_columns,
         threshold,
         threads: sc.threads.clamp(1, 2),
+        unknown_quantile: (!args.no_unknown).then_some(args.unknown_quantile),
         ..PipelineConfig::default()
     };
     let source = match &args.input {
@@ -254,9 +269,10 @@ fn run_lines(
                         .collect();
                     writeln!(
                         out,
-                        "{:8.2} {:6.1}  {}  [{}]",
+                        "{:8.2} {:6.1}  {}{}  [{}]",
                         h.t_audio_s,
                         h.level_db,
+                        if h.unknown { "unknown; nearest: " } else { "" },
                         tags.join(", "),
                         on.join(", ")
                     )?;
@@ -266,7 +282,9 @@ fn run_lines(
                         "{}",
                         serde_json::json!({"type": "hop", "hop": h.hop, "t_audio_s": h.t_audio_s,
                             "compute_ms": h.compute_ms, "capture_to_tag_ms": h.capture_to_tag_ms,
-                            "level_db": h.level_db, "top": top, "tags_on": on, "tags_off": off})
+                            "level_db": h.level_db, "top": top, "unknown": h.unknown,
+                            "similarity": (!h.similarity.is_nan()).then_some(h.similarity),
+                            "tags_on": on, "tags_off": off})
                     )?;
                 }
                 session.recycle(h);

@@ -4,8 +4,9 @@
 //! A clip is cut into the windows the live tagger encodes (`finetune::windows::clip_windows`,
 //! one per hop): windows far quieter than the clip's loudest are left out (silence carries no
 //! label), a clip shorter than a window is padded as `finetune` pads it, and a clip's score for
-//! a class is the mean over its windows of the head's per-window score. A file that cannot be
-//! read is reported and skipped; the others are still tagged.
+//! a class is the mean over its windows of the head's per-window score. A clip unlike the top
+//! class's training examples is called unknown (`model::open_set`). A file that cannot be read
+//! is reported and skipped; the others are still tagged.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use audio_jepa::engine::{FastEncoder, Isa, Precision};
 use audio_jepa::finetune::windows::{load_clip_windows, WindowSpec};
 use audio_jepa::frontend::LogMelExtractor;
 use audio_jepa::model::head::Head;
+use audio_jepa::model::open_set::OpenSet;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -34,6 +36,15 @@ pub struct Args {
     /// Window in 160 ms patch columns (the profile's `window_columns`; 6 for the built-in model)
     #[arg(long, default_value_t = 6)]
     pub window_columns: usize,
+    /// Open-set check: a clip is "unknown" when its embedding is less like the chosen class's
+    /// examples than this fraction of the class's own training examples are (0.2 lets 80 %
+    /// of them through); needs a head with a support set (from `finetune` without --full, or
+    /// `enroll`)
+    #[arg(long, default_value_t = 0.2)]
+    pub unknown_quantile: f32,
+    /// Always answer with one of the head's classes (no "unknown")
+    #[arg(long)]
+    pub no_unknown: bool,
     /// One JSON object per clip
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -48,6 +59,8 @@ struct Tagged {
     seconds: f64,
     windows: usize,
     top: Vec<(String, f32)>,
+    /// The open-set check on the top class: (passed, similarity, threshold).
+    known: Option<(bool, f32, f32)>,
 }
 
 fn csv_field(s: &str) -> String {
@@ -91,6 +104,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !head.trained {
         eprintln!("warning: the head is untrained; its tags mean nothing");
     }
+    if !(0.0..1.0).contains(&args.unknown_quantile) {
+        bail!(
+            "--unknown-quantile {} must be in [0, 1)",
+            args.unknown_quantile
+        );
+    }
+    let open_set = if args.no_unknown {
+        None
+    } else {
+        let os = OpenSet::from_head(&head, args.unknown_quantile);
+        if os.is_none() {
+            eprintln!("note: the head keeps no support set (a `finetune --full` head?), so no clip can be called unknown");
+        }
+        os
+    };
     let mut files = Vec::new();
     for input in &args.inputs {
         if input.is_dir() {
@@ -127,7 +155,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut out = out.lock();
     let k = args.top.min(head.labels.len());
     if args.csv {
-        let mut line = String::from("file,seconds,windows");
+        let mut line = String::from("file,seconds,windows,known,similarity");
         for i in 1..=k {
             line += &format!(",tag{i},score{i}");
         }
@@ -136,6 +164,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let (mut failed, mut scores, mut sum) = (0usize, Vec::new(), vec![0f32; head.labels.len()]);
+    let (mut mean_emb, mut os_scratch) = (vec![0f32; head.dim], Vec::new());
     for file in &files {
         let w = match load_clip_windows(file, &mut lm, &fe, &ws) {
             Ok(w) => w,
@@ -146,15 +175,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         };
         sum.iter_mut().for_each(|s| *s = 0.0);
+        mean_emb.iter_mut().for_each(|s| *s = 0.0);
         for i in 0..w.n {
             engine.forward(w.window(i), &mut scratch)?;
             head.scores_into(&scratch.pooled, &mut scores);
             for (s, v) in sum.iter_mut().zip(&scores) {
                 *s += v / w.n as f32;
             }
+            for (m, v) in mean_emb.iter_mut().zip(&scratch.pooled) {
+                *m += v / w.n as f32;
+            }
         }
         let mut order: Vec<usize> = (0..sum.len()).collect();
         order.sort_by(|&a, &b| sum[b].total_cmp(&sum[a]));
+        let known = open_set.as_ref().map(|os| {
+            let sim = os.similarity(&mean_emb, order[0], &mut os_scratch);
+            let th = os.thresholds[order[0]];
+            (sim >= th, sim, th)
+        });
         let t = Tagged {
             file: file.clone(),
             seconds: w.seconds,
@@ -163,16 +201,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .iter()
                 .map(|&c| (head.labels[c].clone(), sum[c]))
                 .collect(),
+            known,
         };
+        let unknown = matches!(t.known, Some((false, _, _)));
         let line = if args.json {
-            serde_json::json!({"file": t.file, "seconds": t.seconds, "windows": t.windows, "top": t.top})
-                .to_string()
+            serde_json::json!({"file": t.file, "seconds": t.seconds, "windows": t.windows,
+                "unknown": unknown, "similarity": t.known.map(|k| k.1), "threshold": t.known.map(|k| k.2),
+                "top": t.top})
+            .to_string()
         } else if args.csv {
             let mut l = format!(
-                "{},{:.2},{}",
+                "{},{:.2},{},{},{}",
                 csv_field(&t.file.to_string_lossy()),
                 t.seconds,
-                t.windows
+                t.windows,
+                !unknown,
+                t.known.map_or(String::new(), |k| format!("{:.4}", k.1))
             );
             for (label, s) in &t.top {
                 l += &format!(",{},{s:.4}", csv_field(label));
@@ -181,9 +225,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } else {
             let tags: Vec<String> = t.top.iter().map(|(l, s)| format!("{l} {s:.2}")).collect();
             format!(
-                "{}  ({:.1} s)  {}",
+                "{}  ({:.1} s)  {}{}",
                 t.file.display(),
                 t.seconds,
+                if unknown { "unknown; nearest: " } else { "" },
                 tags.join(", ")
             )
         };

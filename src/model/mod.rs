@@ -12,6 +12,7 @@
 pub mod checkpoint;
 pub mod fused;
 pub mod head;
+pub mod open_set;
 pub mod ops;
 pub mod pos_embed;
 pub mod vit;

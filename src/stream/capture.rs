@@ -9,8 +9,10 @@ use super::ring::{push_interleaved, SampleProducer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    #[error("no audio input device (is a microphone connected? on Linux, is ALSA configured?)")]
+    #[error("no audio input device found (is a microphone connected? on Linux, is ALSA configured?); `ajepa devices` lists the inputs, `--input FILE` tags a file instead")]
     NoDefaultDevice,
+    #[error("no usable audio input device: the default input cannot be opened ({reason}); `ajepa devices` lists the inputs, `--input FILE` tags a file instead")]
+    DefaultUnusable { reason: String },
     #[error("no input device `{wanted}`; input devices: {available}")]
     UnknownDevice { wanted: String, available: String },
     #[error("cannot list audio devices: {0}")]
@@ -179,9 +181,14 @@ pub fn open(
 ) -> Result<Capture, CaptureError> {
     let device = find_device(wanted)?;
     let name = device.name().unwrap_or_else(|_| "input".into());
-    let cfg_err = |reason: String| CaptureError::Config {
-        device: name.clone(),
-        reason,
+    // On a machine without a sound card ALSA still offers a `default` device, which then
+    // cannot be configured ("no longer available ... unplugged"): say what that means.
+    let cfg_err = |reason: String| match wanted {
+        None => CaptureError::DefaultUnusable { reason },
+        Some(_) => CaptureError::Config {
+            device: name.clone(),
+            reason,
+        },
     };
     let supported = match prefer {
         Some((rate, ch, fmt)) => device

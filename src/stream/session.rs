@@ -60,6 +60,10 @@ pub struct HopEvent {
     pub labels: Arc<[String]>,
     /// `(class index, smoothed score)` of every class, best first.
     pub scores: Vec<(usize, f32)>,
+    /// The window is unlike the top class's training examples (the open-set check).
+    pub unknown: bool,
+    /// Its similarity to the top class's prototype (NaN without the check).
+    pub similarity: f32,
     /// Classes that switched on / off at this hop.
     pub tags_on: Vec<usize>,
     pub tags_off: Vec<usize>,
@@ -80,6 +84,8 @@ impl HopEvent {
             capture_to_tag_ms: 0.0,
             level_db: 0.0,
             scores: Vec::with_capacity(c),
+            unknown: false,
+            similarity: f32::NAN,
             tags_on: Vec::with_capacity(c),
             tags_off: Vec::with_capacity(c),
             spectrum: Vec::with_capacity(n_mels),
@@ -117,6 +123,8 @@ impl HopEvent {
         // Unstable sort: the stable one allocates a buffer; ties broken by class index.
         self.scores
             .sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        self.unknown = h.unknown;
+        self.similarity = h.similarity;
         self.tags_on.clear();
         self.tags_on.extend_from_slice(&h.on);
         self.tags_off.clear();

@@ -15,6 +15,7 @@ use crate::engine::{FastEncoder, Scratch};
 use crate::frontend::patches::normalize;
 use crate::frontend::StreamingFbank;
 use crate::model::head::Head;
+use crate::model::open_set::OpenSet;
 
 /// Window and hop, in patch columns (one column = `patch_size` frames = 160 ms).
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +29,9 @@ pub struct PipelineConfig {
     pub smoothing: f32,
     /// Threads for the encoder (1 or 2: the engine splits its work with one helper).
     pub threads: usize,
+    /// The open-set check (`model::open_set`) at this quantile: a hop whose window is unlike
+    /// the top class's training examples is flagged unknown. `None`: no check.
+    pub unknown_quantile: Option<f32>,
 }
 
 impl Default for PipelineConfig {
@@ -39,6 +43,7 @@ impl Default for PipelineConfig {
             hysteresis: 0.1,
             smoothing: 0.5,
             threads: 1,
+            unknown_quantile: None,
         }
     }
 }
@@ -54,6 +59,10 @@ pub struct Hop {
     pub pooled: Vec<f32>,
     /// Smoothed per-class scores.
     pub scores: Vec<f32>,
+    /// The window is unlike the top class's training examples (the open-set check).
+    pub unknown: bool,
+    /// Its similarity to the top class's prototype (NaN without the check).
+    pub similarity: f32,
     /// Classes that switched on / off at this hop.
     pub on: Vec<usize>,
     pub off: Vec<usize>,
@@ -112,6 +121,8 @@ pub struct Pipeline {
     encoder: Arc<FastEncoder>,
     scratch: Scratch,
     head: Head,
+    open_set: Option<OpenSet>,
+    open_set_scratch: Vec<f32>,
     /// The hop handed to the callback, reused.
     out: Hop,
     raw: Vec<f32>,
@@ -206,6 +217,10 @@ impl Pipeline {
                 ..Hop::default()
             },
             raw: Vec::with_capacity(n_classes),
+            open_set: cfg
+                .unknown_quantile
+                .and_then(|q| OpenSet::from_head(&head, q)),
+            open_set_scratch: Vec::with_capacity(ecfg.embed_dim),
             encoder,
             head,
             patch,
@@ -397,6 +412,16 @@ impl Pipeline {
             }
         }
         out.scores.copy_from_slice(&self.smoothed);
+        (out.unknown, out.similarity) = match &self.open_set {
+            Some(os) => {
+                let top = (0..self.smoothed.len())
+                    .max_by(|&a, &b| self.smoothed[a].total_cmp(&self.smoothed[b]))
+                    .unwrap_or(0);
+                let s = os.similarity(&out.pooled, top, &mut self.open_set_scratch);
+                (s < os.thresholds[top], s)
+            }
+            None => (false, f32::NAN),
+        };
         out.index = self.hops;
         self.hops += 1;
         out.t_end = self.frames as f64 * self.fe_cfg.frame_shift_ms / 1000.0
