@@ -71,6 +71,21 @@ fn the_worker_allocates_nothing_in_steady_state() {
     }
 }
 
+/// A two-class head with a support set, so that every hop also runs the open-set check.
+fn head_with_support(dim: usize) -> Head {
+    let mut h = Head::untrained(dim);
+    h.labels = vec!["a".into(), "b".into()];
+    h.weight = (0..2 * dim).map(|i| ((i * 7) % 13) as f32 * 0.01).collect();
+    h.bias = vec![0.0; 2];
+    h.trained = true;
+    for i in 0..20 {
+        h.support
+            .extend((0..dim).map(|j| ((i * 31 + j * 17) % 23) as f32 * 0.1));
+        h.support_labels.push((i % 2) as u32);
+    }
+    h
+}
+
 fn run_session(threads: usize) {
     let dir = tempfile::tempdir().unwrap();
     let wav = noise_wav(dir.path(), 3.0);
@@ -89,12 +104,13 @@ fn run_session(threads: usize) {
             Pipeline::new(
                 PipelineConfig {
                     threads,
+                    unknown_quantile: Some(0.2),
                     ..PipelineConfig::default()
                 },
                 &FrontendConfig::default(),
                 rate,
                 engine.clone(),
-                Head::untrained(cfg.embed_dim),
+                head_with_support(cfg.embed_dim),
             )
         },
     )
@@ -104,6 +120,7 @@ fn run_session(threads: usize) {
     loop {
         match session.events.recv_timeout(Duration::from_secs(20)) {
             Ok(Event::Hop(h)) => {
+                assert!(!h.similarity.is_nan(), "the open-set check did not run");
                 hops += 1;
                 if h.hop == 5 {
                     after_warmup = Some(WORKER_ALLOCS.load(Ordering::Relaxed));
