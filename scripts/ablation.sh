@@ -3,11 +3,11 @@
 # same wall-clock budget (its config's `minutes`) on the same data, one after another on an otherwise
 # idle machine, then its context encoder is probed on ESC-50 fold 4 (L2 chosen on fold 3) with the
 # same `ajepa eval` command; the first arm's command also prints the baselines (log-mel statistics,
-# a random-init encoder). Runs go to runs/ablation/ARM, results to runs/ablation/ARM/eval.txt.
+# a random-init encoder). Runs go to $RUNS/ARM (default runs/ablation), results to $RUNS/ARM/eval-ENCODER.txt.
 #
 #   scripts/ablation.sh                 # every arm
 #   scripts/ablation.sh base mix        # some arms
-#   MINUTES=30 scripts/ablation.sh      # another budget
+#   MINUTES=30 RUNS=runs/ablation-30 scripts/ablation.sh layers3   # another budget, another folder
 #   ENCODERS="context target" ...       # probe the EMA target too (default: the context encoder,
 #                                       # the one the default model exports)
 set -euo pipefail
@@ -21,7 +21,7 @@ first=1
 for arm in "${arms[@]}"; do
     cfg=training/configs/ablation/$arm.toml
     [ -f "$cfg" ] || { echo "ablation: no arm $cfg" >&2; exit 1; }
-    out=runs/ablation/$arm
+    out=${RUNS:-runs/ablation}/$arm
     if [ ! -f "$out/encoder.safetensors" ]; then
         rm -rf "$out"
         ./target/release/ajepa-train pretrain --config "$cfg" --out "$out" ${MINUTES:+--minutes $MINUTES}

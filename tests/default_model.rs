@@ -35,6 +35,7 @@ fn every_command_takes_the_built_in_model() {
 
     // embed
     let a = clip(d, "a.wav", 440.0, 1.5, 1);
+    let a_clip = a.clone();
     let emb = d.join("a.npy");
     common::ajepa([
         "embed".as_ref(),
@@ -109,6 +110,49 @@ fn every_command_takes_the_built_in_model() {
         serde_json::from_str(&std::fs::read_to_string(head_dir.join("finetune.json")).unwrap())
             .unwrap();
     assert_eq!(summary["model"], "default");
+    // The head records its window, and a different window is refused, not silently used.
+    let fitted = head_dir.join("head.safetensors");
+    let head = audio_jepa::model::head::Head::load(&fitted).unwrap();
+    assert_eq!(head.window_columns, Some(6));
+    for args in [
+        vec![
+            "enroll",
+            "x",
+            "--head",
+            "H",
+            "--out",
+            "O",
+            "--window-columns",
+            "8",
+        ],
+        vec![
+            "listen",
+            "--head",
+            "H",
+            "--input",
+            "A",
+            "--window-columns",
+            "8",
+            "--fast",
+        ],
+    ] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ajepa"));
+        for a in args {
+            match a {
+                "H" => cmd.arg(&fitted),
+                "O" => cmd.arg(d.join("o.safetensors")),
+                "A" => cmd.arg(&a_clip),
+                "x" => cmd.arg("x").arg(&a_clip),
+                other => cmd.arg(other),
+            };
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("6-column windows"),
+            "{err}"
+        );
+    }
 
     // enroll without --model or --head: the built-in head, extended into a new file
     let h = d.join("mine.safetensors");

@@ -54,6 +54,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             enc.config().embed_dim
         );
     }
+    if let Some(w) = head.window_columns.filter(|&w| w != args.window_columns) {
+        bail!(
+            "head {head_name} was fitted on {w}-column windows; enrolling with --window-columns {} would mix embeddings of two window lengths (pass --window-columns {w})",
+            args.window_columns
+        );
+    }
     let fe = FrontendConfig::default();
     let mut lm = LogMelExtractor::new(&fe)?;
     let ws = WindowSpec {
@@ -66,7 +72,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("reading {}", clip.display()))?;
         rows.extend(embed_windows(&enc, &w, 32)?);
     }
-    let new = enroll(&head, &args.name, &rows, ProbeConfig::default())?;
+    let mut new = enroll(&head, &args.name, &rows, ProbeConfig::default())?;
+    new.window_columns = Some(args.window_columns);
     let out = match (&args.out, &args.head) {
         (Some(o), _) => o.clone(),
         (None, Some(h)) => h.clone(),

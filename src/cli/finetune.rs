@@ -386,7 +386,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "train_clips": train.clips.len(), "val_clips": val.clips.len(), "test_clips": test.clips.len(),
         "train_windows": train.windows(),
     });
-    let (final_enc, head) = if args.full {
+    let (final_enc, mut head) = if args.full {
         let tensors = super::model::tensors(&args.model)?;
         let ft = FinetuneConfig {
             max_epochs: args.epochs,
@@ -432,6 +432,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (enc, probe)
     };
     let head_path = args.out.join("head.safetensors");
+    head.window_columns = Some(ws.columns);
     head.save(&head_path)?;
     for (name, part) in [("validation", &val), ("test", &test)] {
         if part.clips.is_empty() {

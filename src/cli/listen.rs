@@ -48,7 +48,7 @@ pub struct Args {
     pub threshold: Option<f32>,
     /// Open-set check: a hop is "unknown" when its window is less like the top class's
     /// examples than this fraction of the class's own training examples (needs a head with a
-    /// support set: from `finetune` without --full, `enroll`, or the built-in one)
+    /// support set: every head `finetune` and `enroll` write, and the built-in one, keep one)
     #[arg(long, default_value_t = 0.2)]
     pub unknown_quantile: f32,
     /// Always answer with one of the head's classes (no "unknown")
@@ -131,6 +131,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => Head::untrained(dim),
     };
     let untrained = args.random || !head.trained;
+    // A head only fits embeddings of the window it was fitted on (a Jetson profile's 8-column
+    // window turned the built-in head's "helicopter" into "chainsaw").
+    let window_columns = match head.window_columns {
+        Some(w) if w != window_columns => {
+            if args.window_columns.is_some() {
+                bail!(
+                    "the head was fitted on {w}-column windows ({:.2} s); --window-columns {window_columns} would feed it embeddings it never saw",
+                    w as f64 * 0.16
+                );
+            }
+            eprintln!(
+                "note: the head was fitted on {w}-column windows; using {w} instead of the profile's {window_columns}"
+            );
+            w
+        }
+        _ => window_columns,
+    };
     let engine = FastEncoder::from_encoder(&encoder, precision, Isa::detect(), window_columns)
         .context("building the encoder engine")?;
     let kernels = if precision == Precision::Q8 && !engine.int8_compute() {

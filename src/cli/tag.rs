@@ -38,8 +38,8 @@ pub struct Args {
     pub window_columns: usize,
     /// Open-set check: a clip is "unknown" when its embedding is less like the chosen class's
     /// examples than this fraction of the class's own training examples are (0.2 lets 80 %
-    /// of them through); needs a head with a support set (from `finetune` without --full, or
-    /// `enroll`)
+    /// of them through); needs a head with a support set (every head `finetune` and `enroll`
+    /// write keeps one)
     #[arg(long, default_value_t = 0.2)]
     pub unknown_quantile: f32,
     /// Always answer with one of the head's classes (no "unknown")
@@ -115,7 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         let os = OpenSet::from_head(&head, args.unknown_quantile);
         if os.is_none() {
-            eprintln!("note: the head keeps no support set (a `finetune --full` head?), so no clip can be called unknown");
+            eprintln!("note: the head keeps no support set, so no clip can be called unknown");
         }
         os
     };

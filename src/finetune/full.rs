@@ -131,6 +131,7 @@ fn head_from(w: &Var, b: &Var, labels: &[String]) -> candle_core::Result<Head> {
         activation: Activation::Softmax,
         support: Vec::new(),
         support_labels: Vec::new(),
+        window_columns: None,
     })
 }
 

@@ -229,6 +229,7 @@ impl Probe {
             activation: Activation::Softmax,
             support: Vec::new(),
             support_labels: Vec::new(),
+            window_columns: None,
         }
     }
 }

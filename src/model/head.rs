@@ -44,6 +44,9 @@ pub struct Head {
     pub support: Vec<f32>,
     /// Class of each support row.
     pub support_labels: Vec<u32>,
+    /// The window (patch columns) the head was fitted on, when known: a head only fits
+    /// embeddings of windows that long (`listen` and `enroll` check it).
+    pub window_columns: Option<usize>,
 }
 
 impl Head {
@@ -58,6 +61,7 @@ impl Head {
             activation: Activation::Sigmoid,
             support: Vec::new(),
             support_labels: Vec::new(),
+            window_columns: None,
         }
     }
 
@@ -121,7 +125,7 @@ impl Head {
                 Tensor::from_slice(&self.support_labels, m, &Device::Cpu)?,
             );
         }
-        let meta = HashMap::from([
+        let mut meta = HashMap::from([
             ("format".to_string(), "audio-jepa-head".to_string()),
             (
                 "labels".to_string(),
@@ -134,6 +138,9 @@ impl Head {
                 self.activation.as_str().to_string(),
             ),
         ]);
+        if let Some(w) = self.window_columns {
+            meta.insert("window_columns".to_string(), w.to_string());
+        }
         save_tensors(path, &tensors, meta)
     }
 
@@ -209,6 +216,12 @@ impl Head {
             activation,
             support,
             support_labels,
+            window_columns: match meta.get("window_columns") {
+                None => None,
+                Some(w) => Some(w.parse().ok().filter(|&w| w > 0).ok_or_else(|| {
+                    bad(format!("window_columns `{w}` is not a positive number"))
+                })?),
+            },
         })
     }
 }

@@ -37,8 +37,8 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 impl OpenSet {
     /// The check for `head` at `quantile` (0.05: a class's threshold lets 95 % of its own
-    /// examples through). `None` when the head keeps no support set (`finetune --full` heads)
-    /// or `quantile` is not in `[0, 1)`. A class with fewer than 3 support rows accepts
+    /// examples through). `None` when the head keeps no support set or `quantile` is not in
+    /// `[0, 1)`. A class with fewer than 3 support rows accepts
     /// everything: its threshold would be a guess.
     pub fn from_head(head: &Head, quantile: f32) -> Option<Self> {
         let (d, c) = (head.dim, head.labels.len());

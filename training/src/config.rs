@@ -488,8 +488,14 @@ mod tests {
     fn shipped_configs_are_valid_and_round_trip() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
         let mut seen = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
+        // The shipped configs, the ablation's arms, and the effective config of the run the
+        // default model came from (the model card's command uses it).
+        let mut paths: Vec<std::path::PathBuf> = Vec::new();
+        for d in [dir.clone(), dir.join("ablation")] {
+            paths.extend(std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()));
+        }
+        paths.push(dir.join("../../docs/runs/default-v2/config.toml"));
+        for path in paths {
             if path.extension().and_then(|e| e.to_str()) != Some("toml") {
                 continue;
             }
@@ -499,7 +505,7 @@ mod tests {
             assert_eq!(cfg, again, "{}", path.display());
             seen += 1;
         }
-        assert!(seen >= 3, "configs found: {seen}");
+        assert!(seen >= 10, "configs found: {seen}");
         let gpu = TrainConfig::load(&dir.join("gpu-edge.toml")).unwrap();
         assert_eq!(gpu.optim.precision, Precision::Bf16);
     }
