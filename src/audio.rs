@@ -63,7 +63,6 @@ impl Audio {
     }
 }
 
-/// Decodes `path`, downmixes it to mono and resamples it to `rate` Hz.
 /// File extensions the decoder reads (lower case).
 pub const AUDIO_EXTENSIONS: &[&str] = &["wav", "flac", "ogg", "oga", "mp3"];
 
@@ -94,6 +93,7 @@ pub fn audio_files_below(dir: &Path) -> Result<Vec<PathBuf>, (PathBuf, std::io::
     Ok(files)
 }
 
+/// Decodes `path`, downmixes it to mono and resamples it to `rate` Hz.
 pub fn load(path: impl AsRef<Path>, rate: u32) -> Result<Audio, AudioError> {
     let decoded = decode_mono(path.as_ref())?;
     let samples = resample(&decoded.samples, decoded.sample_rate, rate)?;

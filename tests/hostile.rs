@@ -7,17 +7,21 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Runs `ajepa`, expects failure, returns stderr.
-fn ajepa_fails(args: &[&std::ffi::OsStr]) -> String {
-    let mut cmd = match std::env::var_os("AJEPA_TEST_RUNNER") {
+/// The `ajepa` binary, through `AJEPA_TEST_RUNNER` (qemu) when it is set.
+fn ajepa_cmd() -> Command {
+    match std::env::var_os("AJEPA_TEST_RUNNER") {
         Some(runner) => {
             let mut c = Command::new(runner);
             c.arg(env!("CARGO_BIN_EXE_ajepa"));
             c
         }
         None => Command::new(env!("CARGO_BIN_EXE_ajepa")),
-    };
-    let out = cmd.args(args).output().unwrap();
+    }
+}
+
+/// Runs `ajepa`, expects failure, returns stderr.
+fn ajepa_fails(args: &[&std::ffi::OsStr]) -> String {
+    let out = ajepa_cmd().args(args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "expected a failure: {args:?}\n{err}");
     assert!(!err.contains("panicked"), "panic: {err}");
@@ -168,7 +172,7 @@ fn listen_without_a_terminal_prints_plain_lines() {
     // panic in ratatui or write escape codes into the file.
     let dir = tempfile::tempdir().unwrap();
     let clip = wav(dir.path(), "clip.wav", 16_000, 32_000);
-    let out = Command::new(env!("CARGO_BIN_EXE_ajepa"))
+    let out = ajepa_cmd()
         .args([
             "listen".as_ref(),
             "--fast".as_ref(),
@@ -247,7 +251,7 @@ fn a_streamed_wav_with_open_ended_sizes_is_read_whole() {
 /// session simply runs for half a second.)
 #[test]
 fn no_microphone_is_a_clear_message() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ajepa"))
+    let out = ajepa_cmd()
         .args(["listen", "--json", "--seconds", "0.5"])
         .output()
         .unwrap();

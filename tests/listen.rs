@@ -44,6 +44,20 @@ fn tone_wav(dir: &std::path::Path, seconds: f32) -> std::path::PathBuf {
     path
 }
 
+/// The offline candle encoder's mean-pooled embedding of one 6-column window of patches: what
+/// `listen` must reproduce hop by hop.
+fn pooled(enc: &Encoder, patches: &[f32]) -> Vec<f32> {
+    let x = candle_core::Tensor::from_slice(patches, (1, 48, 256), &Device::Cpu).unwrap();
+    enc.forward(&x, None)
+        .unwrap()
+        .mean(1)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
 #[test]
 fn the_ui_renders_tags_stats_and_the_untrained_flag() {
     let mut app = App {
@@ -188,7 +202,6 @@ fn listen_fast_embeddings_equal_the_offline_encoder_on_the_same_windows() {
     use audio_jepa::frontend::patches::{normalize, patchify};
     use audio_jepa::frontend::{LogMel, LogMelExtractor};
     use audio_jepa::model::checkpoint::{load_encoder, save_encoder};
-    use candle_core::Tensor;
 
     let dir = tempfile::tempdir().unwrap();
     // A real clip when ../shared is there, else a generated 44.1 kHz stereo tone.
@@ -236,26 +249,11 @@ fn listen_fast_embeddings_equal_the_offline_encoder_on_the_same_windows() {
         };
         normalize(&mut w.data, &fe);
         let p = patchify(&w, 16, 16).unwrap();
-        let x = Tensor::from_slice(&p.data, (1, 48, 256), &Device::Cpu).unwrap();
-        let h: Vec<f32> = enc
-            .forward(&x, None)
-            .unwrap()
-            .mean(1)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        expected.extend(h);
+        expected.extend(pooled(&enc, &p.data));
         start += 16;
     }
     assert_eq!(got.shape, vec![expected.len() / 64, 64]);
-    let worst = got
-        .data
-        .iter()
-        .zip(&expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let worst = common::max_abs_diff(&got.data, &expected);
     eprintln!(
         "{} hops from `listen --fast`, max |diff| vs offline = {worst:e}",
         got.shape[0]
@@ -272,7 +270,6 @@ fn a_clip_shorter_than_the_window_is_padded_and_tagged() {
     use audio_jepa::finetune::windows::{clip_windows, WindowSpec};
     use audio_jepa::frontend::LogMelExtractor;
     use audio_jepa::model::checkpoint::{load_encoder, save_encoder};
-    use candle_core::Tensor;
 
     let dir = tempfile::tempdir().unwrap();
     let wav = tone_wav(dir.path(), 0.3);
@@ -301,24 +298,10 @@ fn a_clip_shorter_than_the_window_is_padded_and_tagged() {
     assert!(spec.n_frames < 96, "{} frames", spec.n_frames);
     let w = clip_windows(&spec, &fe, &WindowSpec::default()).unwrap();
     assert_eq!(w.n, 1);
-    let x = Tensor::from_slice(w.window(0), (1, 48, 256), &Device::Cpu).unwrap();
     let enc = load_encoder(&model, &Device::Cpu).unwrap();
-    let expected: Vec<f32> = enc
-        .forward(&x, None)
-        .unwrap()
-        .mean(1)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let expected = pooled(&enc, w.window(0));
     assert_eq!(got.shape, vec![1, 64]);
-    let worst = got
-        .data
-        .iter()
-        .zip(&expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let worst = common::max_abs_diff(&got.data, &expected);
     assert!(worst <= 1e-5, "{worst}");
 
     // The built-in model gives the short clip a tag.

@@ -31,9 +31,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut protected = super::model::files(&args.model);
-    protected.push(args.input.clone());
-    let inputs: Vec<&std::path::Path> = protected.iter().map(|p| p.as_path()).collect();
+    let mut inputs = super::model::files(&args.model);
+    inputs.push(args.input.clone());
     super::check_output(&args.out, &inputs, &["npy"], args.force)?;
     if let Some(p) = &args.patches_out {
         super::check_output(p, &inputs, &["npy"], args.force)?;

@@ -79,9 +79,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, Some(h)) => h.clone(),
         (None, None) => unreachable!("checked above"),
     };
-    let mut protected = super::model::files(&args.model);
-    protected.extend(args.clips.iter().cloned());
-    let inputs: Vec<&std::path::Path> = protected.iter().map(|c| c.as_path()).collect();
+    let mut inputs = super::model::files(&args.model);
+    inputs.extend(args.clips.iter().cloned());
     super::check_output(&out, &inputs, &["safetensors"], false)?;
     if let Some(h) = args.head.as_ref().filter(|h| super::same_file(&out, h)) {
         let bak = keep_generation(h)?;

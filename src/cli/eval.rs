@@ -333,11 +333,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let fe = audio_jepa::FrontendConfig::default();
     let model_path = model_file(&args.model, args.encoder.as_deref())?;
     let (model, quant) = super::model::load(&model_path)?;
-    let precision = args.precision.unwrap_or(if quant.is_some() {
-        Precision::Q8
-    } else {
-        Precision::F32
-    });
+    let precision = args
+        .precision
+        .unwrap_or_else(|| super::model::precision(quant));
     let random = random_like(model.config())?;
     let (n_freq, d) = (model.config().n_freq(), model.config().embed_dim);
     let mut embedder = EngineEmbedder {

@@ -6,11 +6,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use audio_jepa::engine::{FastEncoder, Isa, Precision};
-use audio_jepa::model::checkpoint::load_encoder_with_quant;
 use audio_jepa::model::head::Head;
 use audio_jepa::stream::session::{Event, Session, Source};
 use audio_jepa::stream::worker::{Pipeline, PipelineConfig};
-use candle_core::Device;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -76,12 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let hop_columns = args.hop_columns.unwrap_or(sc.hop_columns);
     let threshold = args.threshold.unwrap_or(sc.threshold);
     let ring_seconds = args.ring_seconds.unwrap_or(sc.ring_seconds);
-    if !(0.0..1.0).contains(&args.unknown_quantile) {
-        bail!(
-            "--unknown-quantile {} must be in [0, 1)",
-            args.unknown_quantile
-        );
-    }
+    let unknown_quantile = super::unknown_quantile(args.unknown_quantile, args.no_unknown)?;
     // candle reads its thread count once, at its first operation.
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", sc.threads.to_string());
@@ -90,7 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let model = args.model.clone().filter(|p| !super::model::is_built_in(p));
     let (encoder, model_name, file_quant) = match (&model, args.random) {
         (Some(p), _) => {
-            let (e, q) = load_encoder_with_quant(p, &Device::Cpu)?;
+            let (e, q) = super::model::load(p)?;
             (e, p.display().to_string(), q)
         }
         (None, true) => (
@@ -105,12 +98,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
     };
     // int8 when the model file holds int8 (or 4-bit) weights or the profile asks for it.
-    let precision =
-        if file_quant.is_some() || sc.quantization != audio_jepa::config::Quantization::F32 {
-            Precision::Q8
-        } else {
-            Precision::F32
-        };
+    let precision = if sc.quantization != audio_jepa::config::Quantization::F32 {
+        Precision::Q8
+    } else {
+        super::model::precision(file_quant)
+    };
     let dim = encoder.config().embed_dim;
     let builtin_head = model.is_none() && !args.random && args.head.is_none();
     let head = match &args.head {
@@ -164,7 +156,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         hop_columns,
         threshold,
         threads: sc.threads.clamp(1, 2),
-        unknown_quantile: (!args.no_unknown).then_some(args.unknown_quantile),
+        unknown_quantile,
         ..PipelineConfig::default()
     };
     let source = match &args.input {

@@ -126,6 +126,15 @@ pub fn load_profile(profile: Option<&Path>) -> anyhow::Result<Profile> {
     )
 }
 
+/// `--unknown-quantile Q` and `--no-unknown` of `listen` and `tag`: the quantile of the open-set
+/// check (`model::open_set`), or `None` when it is turned off.
+pub fn unknown_quantile(q: f32, off: bool) -> anyhow::Result<Option<f32>> {
+    if !(0.0..1.0).contains(&q) {
+        anyhow::bail!("--unknown-quantile {q} must be in [0, 1)");
+    }
+    Ok((!off).then_some(q))
+}
+
 /// Whether `a` and `b` name the same existing file, however spelled.
 pub fn same_file(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
@@ -144,17 +153,17 @@ pub const MAX_WINDOW_COLUMNS: usize = 64;
 /// (issue 15: `features X.flac --out X.flac` overwrote the input audio, `embed --out` the
 /// model): the same file as one of `inputs`, or an existing file whose extension is not one
 /// of `kinds` (the kinds this output is written as), unless `force`.
-pub fn check_output(
+pub fn check_output<P: AsRef<Path>>(
     out: &Path,
-    inputs: &[&Path],
+    inputs: &[P],
     kinds: &[&str],
     force: bool,
 ) -> anyhow::Result<()> {
-    if let Some(input) = inputs.iter().find(|i| same_file(out, i)) {
+    if let Some(input) = inputs.iter().find(|i| same_file(out, i.as_ref())) {
         anyhow::bail!(
             "refusing to write {}: it is the input {} (choose another output path)",
             out.display(),
-            input.display()
+            input.as_ref().display()
         );
     }
     if out.is_dir() {

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use audio_jepa::engine::Precision;
 use audio_jepa::model::checkpoint::{
     config_path, load_encoder_with_quant, load_tensors, Tensors, WeightQuant,
 };
@@ -28,6 +29,16 @@ pub fn load(model: &Path) -> anyhow::Result<(Encoder, Option<WeightQuant>)> {
     }
     load_encoder_with_quant(model, &Device::Cpu)
         .with_context(|| format!("loading the encoder {}", model.display()))
+}
+
+/// The arithmetic a model file's weights call for: int8 for int8 (or 4-bit) weights, f32 for
+/// floats.
+pub fn precision(quant: Option<WeightQuant>) -> Precision {
+    if quant.is_some() {
+        Precision::Q8
+    } else {
+        Precision::F32
+    }
 }
 
 /// The encoder's tensors as stored (for `finetune --full` and `quantize`).

@@ -79,8 +79,7 @@ fn pooled(enc: &Encoder, precision: Precision, wins: &[Vec<f32>]) -> anyhow::Res
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     // The same file under another spelling too, and its .json.
-    let protected = super::model::files(&args.model);
-    let inputs: Vec<&std::path::Path> = protected.iter().map(|p| p.as_path()).collect();
+    let inputs = super::model::files(&args.model);
     super::check_output(&args.out, &inputs, &["safetensors"], false)?;
     super::check_output(&args.out.with_extension("json"), &inputs, &["json"], false)?;
     let (enc, _) = super::model::load(&args.model)?;
@@ -103,11 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let (back, quant) = load_encoder_with_quant(&args.out, &Device::Cpu)
         .with_context(|| format!("reloading {}", args.out.display()))?;
-    let precision = if quant.is_some() {
-        Precision::Q8
-    } else {
-        Precision::F32
-    };
+    let precision = super::model::precision(quant);
     let wins = windows(&args.clips, &enc)?;
     let a = pooled(&enc, Precision::F32, &wins)?;
     let b = pooled(&back, precision, &wins)?;

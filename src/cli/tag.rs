@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use audio_jepa::engine::{FastEncoder, Isa, Precision};
+use audio_jepa::engine::{FastEncoder, Isa};
 use audio_jepa::finetune::windows::{load_clip_windows, WindowSpec};
 use audio_jepa::frontend::LogMelExtractor;
 use audio_jepa::model::head::Head;
@@ -104,20 +104,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !head.trained {
         eprintln!("warning: the head is untrained; its tags mean nothing");
     }
-    if !(0.0..1.0).contains(&args.unknown_quantile) {
-        bail!(
-            "--unknown-quantile {} must be in [0, 1)",
-            args.unknown_quantile
-        );
-    }
-    let open_set = if args.no_unknown {
-        None
-    } else {
-        let os = OpenSet::from_head(&head, args.unknown_quantile);
-        if os.is_none() {
-            eprintln!("note: the head keeps no support set, so no clip can be called unknown");
+    let open_set = match super::unknown_quantile(args.unknown_quantile, args.no_unknown)? {
+        None => None,
+        Some(q) => {
+            let os = OpenSet::from_head(&head, q);
+            if os.is_none() {
+                eprintln!("note: the head keeps no support set, so no clip can be called unknown");
+            }
+            os
         }
-        os
     };
     let mut files = Vec::new();
     for input in &args.inputs {
@@ -136,11 +131,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             files.push(input.clone());
         }
     }
-    let precision = if quant.is_some() {
-        Precision::Q8
-    } else {
-        Precision::F32
-    };
+    let precision = super::model::precision(quant);
     let engine = FastEncoder::from_encoder(&enc, precision, Isa::detect(), args.window_columns)
         .context("building the encoder engine")?;
     let mut scratch = engine.scratch();
@@ -189,9 +180,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut order: Vec<usize> = (0..sum.len()).collect();
         order.sort_by(|&a, &b| sum[b].total_cmp(&sum[a]));
         let known = open_set.as_ref().map(|os| {
-            let sim = os.similarity(&mean_emb, order[0], &mut os_scratch);
-            let th = os.thresholds[order[0]];
-            (sim >= th, sim, th)
+            let (known, sim) = os.check(&mean_emb, order[0], &mut os_scratch);
+            (known, sim, os.thresholds[order[0]])
         });
         let t = Tagged {
             file: file.clone(),

@@ -136,10 +136,19 @@ impl OpenSet {
         }
     }
 
-    /// Whether `pooled` may be called `class`: its similarity is at least the class's threshold.
-    pub fn accepts(&self, pooled: &[f32], class: usize, scratch: &mut Vec<f32>) -> bool {
+    /// Whether `pooled` may be called `class` (its similarity is at least the class's
+    /// threshold), and that similarity.
+    pub fn check(&self, pooled: &[f32], class: usize, scratch: &mut Vec<f32>) -> (bool, f32) {
         let s = self.similarity(pooled, class, scratch);
-        s >= self.thresholds.get(class).copied().unwrap_or(f32::INFINITY)
+        (
+            s >= self.thresholds.get(class).copied().unwrap_or(f32::INFINITY),
+            s,
+        )
+    }
+
+    /// Whether `pooled` may be called `class`: [`OpenSet::check`]'s verdict.
+    pub fn accepts(&self, pooled: &[f32], class: usize, scratch: &mut Vec<f32>) -> bool {
+        self.check(pooled, class, scratch).0
     }
 }
 

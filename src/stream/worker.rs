@@ -310,12 +310,17 @@ impl Pipeline {
             return false;
         }
         let have = self.frames as usize;
-        let quiet = (0..have)
-            .min_by(|&a, &b| {
-                let m = |i: usize| self.window[i * n..(i + 1) * n].iter().sum::<f32>();
-                m(a).total_cmp(&m(b))
-            })
-            .unwrap_or(0);
+        // The quietest frame pads the window (as `clip_windows` picks it, by mean log-mel
+        // energy); the loudest sets the hop's level, the sound's rather than the padding's.
+        let energy = |i: usize| self.window[i * n..(i + 1) * n].iter().sum::<f32>() / n as f32;
+        let (mut quiet, mut loudest) = (0, f32::NEG_INFINITY);
+        for i in 0..have {
+            let e = energy(i);
+            if e < energy(quiet) {
+                quiet = i;
+            }
+            loudest = loudest.max(e);
+        }
         for slot in have..self.window_frames {
             self.window
                 .copy_within(quiet * n..(quiet + 1) * n, slot * n);
@@ -325,10 +330,6 @@ impl Pipeline {
         self.frames = wf;
         let ok = self.hop();
         if ok {
-            // The level of the sound, not of the padding that ends the window.
-            let loudest = (0..have)
-                .map(|i| self.window[i * n..(i + 1) * n].iter().sum::<f32>() / n as f32)
-                .fold(f32::NEG_INFINITY, f32::max);
             self.out.level_db = 10.0 * loudest / std::f32::consts::LN_10;
             on_hop(&self.out);
         }
@@ -417,8 +418,8 @@ impl Pipeline {
                 let top = (0..self.smoothed.len())
                     .max_by(|&a, &b| self.smoothed[a].total_cmp(&self.smoothed[b]))
                     .unwrap_or(0);
-                let s = os.similarity(&out.pooled, top, &mut self.open_set_scratch);
-                (s < os.thresholds[top], s)
+                let (known, s) = os.check(&out.pooled, top, &mut self.open_set_scratch);
+                (!known, s)
             }
             None => (false, f32::NAN),
         };

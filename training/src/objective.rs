@@ -88,20 +88,22 @@ impl Objective {
     }
 }
 
-/// Normalises `x` over its last dimension, without affine parameters.
-fn layer_norm(x: &Tensor) -> Result<Tensor> {
-    let mean = x.mean_keepdim(D::Minus1)?;
+/// Normalises `x: [B, N, D]` to zero mean and unit variance over `dim`, without affine
+/// parameters: over the channels (`D::Minus1`, I-JEPA's layer norm of the targets) or over the
+/// tokens (`1`, data2vec's instance norm, channel by channel).
+fn normalise(x: &Tensor, dim: impl candle_core::shape::Dim + Copy) -> Result<Tensor> {
+    let mean = x.mean_keepdim(dim)?;
     let c = x.broadcast_sub(&mean)?;
-    let var = c.sqr()?.mean_keepdim(D::Minus1)?;
+    let var = c.sqr()?.mean_keepdim(dim)?;
     c.broadcast_div(&(var + 1e-5)?.sqrt()?)
 }
 
-/// Normalises `x: [B, N, D]` over the tokens, channel by channel (data2vec's instance norm).
-fn instance_norm(x: &Tensor) -> Result<Tensor> {
-    let mean = x.mean_keepdim(1)?;
-    let c = x.broadcast_sub(&mean)?;
-    let var = c.sqr()?.mean_keepdim(1)?;
-    c.broadcast_div(&(var + 1e-5)?.sqrt()?)
+/// `acc + t`, or `t` when nothing is accumulated yet.
+fn add(acc: Option<Tensor>, t: Tensor) -> Result<Tensor> {
+    match acc {
+        None => Ok(t),
+        Some(a) => a + t,
+    }
 }
 
 /// Target latents `[B, N, D]` of every patch, in f32, detached from the graph.
@@ -111,19 +113,16 @@ pub fn target_latents(target: &Encoder, patches: &Tensor, layers: usize) -> Resu
             .forward(patches, None)?
             .detach()
             .to_dtype(DType::F32)?;
-        return layer_norm(&h);
+        return normalise(&h, D::Minus1);
     }
     let outs = target.forward_layers(patches, layers)?;
     let mut sum: Option<Tensor> = None;
     for o in &outs {
-        let o = instance_norm(&o.detach().to_dtype(DType::F32)?)?;
-        sum = Some(match sum {
-            None => o,
-            Some(s) => (s + o)?,
-        });
+        let o = normalise(&o.detach().to_dtype(DType::F32)?, 1)?;
+        sum = Some(add(sum, o)?);
     }
     let sum = sum.ok_or_else(|| candle_core::Error::Msg("no target layers".into()))?;
-    layer_norm(&(sum / outs.len() as f64)?)
+    normalise(&(sum / outs.len() as f64)?, D::Minus1)
 }
 
 /// `kind`'s per-element loss, summed, and the element count.
@@ -171,10 +170,7 @@ pub fn jepa_loss(
         for (pred, idx) in preds.iter().zip(&masks.targets) {
             let (s, c) = regression(pred, &gather_tokens(&h, idx)?, obj.kind)?;
             count += c;
-            sum = Some(match sum {
-                None => s,
-                Some(t) => (t + s)?,
-            });
+            sum = Some(add(sum, s)?);
         }
         let sum = sum.ok_or_else(|| candle_core::Error::Msg("no target blocks".into()))?;
         let mut view = (sum / count.max(1) as f64)?;
@@ -183,10 +179,7 @@ pub fn jepa_loss(
             let (s, c) = regression(&pooled, u, obj.kind)?;
             view = (view + ((s / c.max(1) as f64)? * obj.utterance_weight)?)?;
         }
-        total = Some(match total {
-            None => view,
-            Some(t) => (t + view)?,
-        });
+        total = Some(add(total, view)?);
     }
     let total = total.ok_or_else(|| candle_core::Error::Msg("no masked views".into()))?;
     if views.len() == 1 {

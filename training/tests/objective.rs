@@ -39,6 +39,19 @@ fn scalar(t: &Tensor) -> f64 {
     t.to_scalar::<f32>().unwrap() as f64
 }
 
+/// Every value of `t`, flattened.
+fn values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
 #[test]
 fn several_views_average_their_single_view_losses() {
     let (jepa, patches, views) = setup(3);
@@ -73,7 +86,7 @@ fn multi_layer_targets_are_data2vecs_average_of_instance_normed_layers() {
     let (b, n, d) = layers[0].dims3().unwrap();
     let mut avg = vec![0f32; b * n * d];
     for layer in &layers {
-        let x: Vec<f32> = layer.flatten_all().unwrap().to_vec1().unwrap();
+        let x = values(layer);
         for bi in 0..b {
             for c in 0..d {
                 let at = |k: usize| x[(bi * n + k) * d + c] as f64;
@@ -87,39 +100,16 @@ fn multi_layer_targets_are_data2vecs_average_of_instance_normed_layers() {
         }
     }
     layer_norm_rows(&mut avg, d);
-    let got: Vec<f32> = target_latents(&jepa.target, &patches, 2)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let worst = got
-        .iter()
-        .zip(&avg)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let got = values(&target_latents(&jepa.target, &patches, 2).unwrap());
+    let worst = max_abs_diff(&got, &avg);
     assert!(worst < 1e-4, "max difference {worst}");
 
     // One layer: the last block's output through the final norm (weight 1, bias 0 at
     // initialisation) then layer-normalised again, i.e. the last block's output layer-normed.
-    let mut last: Vec<f32> = jepa.target.forward_layers(&patches, 1).unwrap()[0]
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let mut last = values(&jepa.target.forward_layers(&patches, 1).unwrap()[0]);
     layer_norm_rows(&mut last, d);
-    let one: Vec<f32> = jepa
-        .targets(&patches)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let worst = one
-        .iter()
-        .zip(&last)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let one = values(&jepa.targets(&patches).unwrap());
+    let worst = max_abs_diff(&one, &last);
     assert!(worst < 1e-3, "max difference {worst}");
     assert!(jepa.target.forward_layers(&patches, 0).is_err());
     assert!(jepa.target.forward_layers(&patches, 3).is_err());
@@ -198,11 +188,7 @@ fn a_step_with_every_option_trains_and_reproduces() {
         cfg.data.mix_prob = 1.0;
         let corpus = Corpus::new(synthetic_clips(6), &cfg);
         let mut t = Trainer::new(cfg.clone(), &Device::Cpu).unwrap();
-        let before: Vec<f32> = t.jepa.context_encoder_tensors()["patch_embed.proj.weight"]
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let before = values(&t.jepa.context_encoder_tensors()["patch_embed.proj.weight"]);
         let mut losses = Vec::new();
         for s in 0..3 {
             let batch = make_batch(&corpus, &cfg, s);
@@ -210,11 +196,7 @@ fn a_step_with_every_option_trains_and_reproduces() {
             assert_eq!(batch.extra_views.len(), 3);
             losses.push(t.train_step(&batch).unwrap().loss);
         }
-        let after: Vec<f32> = t.jepa.context_encoder_tensors()["patch_embed.proj.weight"]
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let after = values(&t.jepa.context_encoder_tensors()["patch_embed.proj.weight"]);
         assert!(before != after);
         losses
     };
