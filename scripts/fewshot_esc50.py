@@ -7,7 +7,14 @@ then tag held-out clips of them with `ajepa listen`.
 encoder; every fold-4 clip of those classes (8 per class) goes through `ajepa listen --fast --json`, and a
 clip's tag is the class with the highest mean probability over its hops. Standard library only.
 
-    python3 scripts/fewshot_esc50.py --model models/default/encoder.safetensors [--full] [--work /tmp/fewshot]
+`--pick distinct` takes the five clips of a class from five different source recordings, round-robin over
+folds 1-3 (ESC-50's first five by file name are often five takes of one recording: all of "pig"'s are), as a
+user teaching a sound would record it in several places. `--probe` also writes the same 5-shot split as an
+ESC-50 style CSV (train fold 1, test fold 4) and runs `ajepa eval` on it with a fixed L2: the encoder beside the
+log-mel statistics and random-init baselines, same clips, same protocol.
+
+    python3 scripts/fewshot_esc50.py --model models/default/encoder.safetensors [--full] [--pick first|distinct]
+        [--probe] [--work /tmp/fewshot]
 """
 
 import argparse
@@ -28,6 +35,10 @@ def main():
     ap.add_argument("--work", default="/tmp/fewshot")
     ap.add_argument("--shots", type=int, default=5)
     ap.add_argument("--full", action="store_true", help="fine-tune the encoder too (finetune --full)")
+    ap.add_argument("--pick", choices=["first", "distinct"], default="first",
+                    help="first: the first five clips by file name; distinct: five source recordings")
+    ap.add_argument("--probe", action="store_true",
+                    help="also `ajepa eval` the same split (linear probe on whole clips, both baselines)")
     args = ap.parse_args()
 
     rows = list(csv.DictReader(open(os.path.join(args.esc50, "esc50.csv"))))
@@ -45,10 +56,47 @@ def main():
             by_class[r["category"]].append(path)
         elif r["fold"] == "4":
             test.append((path, r["category"]))
+    picked = {}
     for c in classes:
+        if args.pick == "first":
+            picked[c] = by_class[c][: args.shots]
+        else:
+            # Round-robin over folds 1-3, a new source recording each time (the id in the file name).
+            pool, seen, pick = list(by_class[c]), set(), []
+            while len(pick) < args.shots and pool:
+                for fold in "123":
+                    for p in pool:
+                        name = os.path.basename(p)
+                        src = name.split("-")[1]
+                        if name[0] == fold and src not in seen:
+                            seen.add(src)
+                            pick.append(p)
+                            pool.remove(p)
+                            break
+                    if len(pick) == args.shots:
+                        break
+                else:
+                    if not any(os.path.basename(p).split("-")[1] not in seen for p in pool):
+                        break
+            picked[c] = pick
         os.makedirs(os.path.join(train_dir, c))
-        for p in by_class[c][: args.shots]:
+        for p in picked[c]:
             os.symlink(p, os.path.join(train_dir, c, os.path.basename(p)))
+    if args.probe:
+        split_csv = os.path.join(args.work, "split.csv")
+        with open(split_csv, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["filename", "fold", "category"])
+            for c in classes:
+                w.writerows([p, 1, c] for p in picked[c])
+            w.writerows([p, 4, c] for p, c in test)
+        probe = subprocess.run(
+            [args.ajepa, "eval", "--model", args.model, "--csv", split_csv, "--train-folds", "1",
+             "--test-folds", "4", "--l2", "1e-2", "--pool", "mean,freqcat"],
+            capture_output=True, text=True)
+        sys.stderr.write(probe.stdout)
+        if probe.returncode != 0:
+            sys.exit(f"eval failed ({probe.returncode}): {probe.stderr[-1000:]}")
 
     head_dir = os.path.join(args.work, "head")
     cmd = [args.ajepa, "finetune", "--model", args.model, "--folders", train_dir, "--out", head_dir]
@@ -84,7 +132,7 @@ def main():
             per_class[truth][0] += 1
     acc = correct / len(test)
     print(json.dumps({
-        "model": args.model, "full": args.full, "shots": args.shots, "classes": classes,
+        "model": args.model, "full": args.full, "shots": args.shots, "pick": args.pick, "classes": classes,
         "test_clips": len(test), "accuracy": acc,
         "per_class": {c: f"{per_class[c][0]}/{per_class[c][1]}" for c in classes},
     }))

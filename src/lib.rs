@@ -18,6 +18,7 @@ pub mod default_model;
 pub mod engine;
 pub mod frontend;
 pub mod render;
+pub mod tagging;
 
 pub use config::{FrontendConfig, Profile};
 pub mod finetune;

@@ -189,3 +189,171 @@ fn probe_finetune_and_enroll_on_a_tiny_labeled_set() {
         hops.len()
     );
 }
+
+/// `ajepa eval --head` on folders (issue 16, item 4): its counts agree with what `ajepa tag`
+/// says about each clip, clips of classes the head lacks (and an `unknown/` folder) count as
+/// sounds it should not know, and without the open-set check every such clip is a false tag.
+#[test]
+fn eval_head_scores_a_trained_head_as_tag_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let os = |s: &str| std::ffi::OsString::from(s);
+    for kind in ["low", "high", "clicks"] {
+        std::fs::create_dir_all(root.join("train").join(kind)).unwrap();
+        std::fs::create_dir_all(root.join("test").join(kind)).unwrap();
+        for k in 0..6u32 {
+            clip(&root.join(format!("train/{kind}/{k}.wav")), kind, k);
+        }
+        for k in 0..3u32 {
+            clip(&root.join(format!("test/{kind}/{k}.wav")), kind, 50 + k);
+        }
+    }
+    // A misfiled clip, two sounds in `unknown/` and a class the head never saw.
+    clip(&root.join("test/low/misfiled.wav"), "high", 60);
+    for (folder, k) in [("unknown", 70u32), ("unknown", 71), ("whistle", 72)] {
+        std::fs::create_dir_all(root.join("test").join(folder)).unwrap();
+        clip(&root.join(format!("test/{folder}/{k}.wav")), "whistle", k);
+    }
+    let model = encoder(root);
+    ajepa(&[
+        os("finetune"),
+        os("--model"),
+        model.clone().into(),
+        os("--folders"),
+        root.join("train").into(),
+        os("--out"),
+        root.join("head").into(),
+    ]);
+    let head = root.join("head/head.safetensors");
+    let png = root.join("cm.png");
+    let out = ajepa(&[
+        os("eval"),
+        os("--head"),
+        head.clone().into(),
+        os("--model"),
+        model.clone().into(),
+        os("--folders"),
+        root.join("test").into(),
+        os("--no-unknown"),
+        os("--json"),
+        os("--confusion-png"),
+        png.clone().into(),
+    ]);
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["clips"], 10, "{r}");
+    assert_eq!(r["unknown_clips"], 3, "{r}");
+    assert_eq!(
+        r["false_tags"], 3,
+        "no open-set check: every stranger gets a class"
+    );
+    assert_eq!(r["false_tag_rate"], 1.0);
+    assert_eq!(r["right"], r["top_right"], "no check, no difference");
+    let cm: Vec<Vec<u64>> = serde_json::from_value(r["confusion"].clone()).unwrap();
+    let labels: Vec<String> = serde_json::from_value(r["labels"].clone()).unwrap();
+    assert_eq!(labels, ["clicks", "high", "low", "unknown"]);
+    let row_sums: Vec<u64> = cm.iter().map(|row| row.iter().sum()).collect();
+    assert_eq!(row_sums, [3, 3, 4, 3]);
+    assert!(cm.iter().all(|row| row[3] == 0), "no unknown answers");
+    assert!(std::fs::metadata(&png).unwrap().len() > 100);
+
+    // The same clips through `tag`: its top tags give eval's confusion, cell for cell.
+    let tagged = ajepa(&[
+        os("tag"),
+        os("--json"),
+        os("--no-unknown"),
+        os("--model"),
+        model.clone().into(),
+        os("--head"),
+        head.clone().into(),
+        root.join("test").into(),
+    ]);
+    let mut from_tag = vec![vec![0u64; 4]; 4];
+    for line in tagged.lines() {
+        let t: serde_json::Value = serde_json::from_str(line).unwrap();
+        let file = std::path::PathBuf::from(t["file"].as_str().unwrap());
+        let folder = file
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
+        let row = labels.iter().position(|l| l == folder).unwrap_or(3);
+        let col = labels.iter().position(|l| *l == t["top"][0][0]).unwrap();
+        from_tag[row][col] += 1;
+    }
+    assert_eq!(from_tag, cm);
+
+    // With the check on, the text report; a head on an encoder of another width is refused.
+    let out = ajepa(&[
+        os("eval"),
+        os("--head"),
+        head.clone().into(),
+        os("--model"),
+        model.clone().into(),
+        os("--folders"),
+        root.join("test").into(),
+    ]);
+    assert!(
+        out.contains("accuracy") && out.contains("false tags") && out.contains("recall"),
+        "{out}"
+    );
+    // The head records its encoder: an f16 copy of it passes silently, another encoder of the
+    // same shape draws a warning from eval and a refusal from enroll.
+    let f16 = root.join("enc-f16.safetensors");
+    ajepa(&[
+        os("quantize"),
+        os("--model"),
+        model.clone().into(),
+        os("--out"),
+        f16.clone().into(),
+        os("--type"),
+        os("f16"),
+    ]);
+    let other = root.join("other.safetensors");
+    let cfg = EncoderConfig::preset("tiny").unwrap();
+    save_encoder(&other, &common::random_tensors(&cfg, 0.11), &cfg).unwrap();
+    let eval_on = |m: &Path| {
+        common::ajepa_cmd()
+            .args([os("eval"), os("--head"), head.clone().into(), os("--model")])
+            .arg(m)
+            .arg("--folders")
+            .arg(root.join("test"))
+            .output()
+            .unwrap()
+    };
+    let same = eval_on(&f16);
+    assert!(same.status.success());
+    assert!(!String::from_utf8_lossy(&same.stderr).contains("fingerprint"));
+    let differs = eval_on(&other);
+    let err = String::from_utf8_lossy(&differs.stderr);
+    assert!(
+        differs.status.success() && err.contains("warning") && err.contains("fingerprint"),
+        "{err}"
+    );
+    let refused = common::ajepa_cmd()
+        .args([os("enroll"), os("whistle")])
+        .arg(root.join("test/whistle/72.wav"))
+        .arg("--model")
+        .arg(&other)
+        .arg("--head")
+        .arg(&head)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("refuses to mix"),
+        "{err}"
+    );
+
+    let wrong = common::ajepa_cmd()
+        .args([os("eval"), os("--head"), head.into(), os("--folders")])
+        .arg(root.join("test"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success() && err.contains("-wide embeddings"),
+        "{err}"
+    );
+}

@@ -5,19 +5,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-/// The `ajepa` binary, through `AJEPA_TEST_RUNNER` (qemu) when it is set.
-fn ajepa_cmd() -> Command {
-    match std::env::var_os("AJEPA_TEST_RUNNER") {
-        Some(runner) => {
-            let mut c = Command::new(runner);
-            c.arg(env!("CARGO_BIN_EXE_ajepa"));
-            c
-        }
-        None => Command::new(env!("CARGO_BIN_EXE_ajepa")),
-    }
-}
+use common::ajepa_cmd;
 
 /// Runs `ajepa`, expects failure, returns stderr.
 fn ajepa_fails(args: &[&std::ffi::OsStr]) -> String {

@@ -54,6 +54,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             enc.config().embed_dim
         );
     }
+    // Support rows from another encoder would make the refitted head meaningless.
+    if let Err(e) = super::model::head_fits(&head, &head_name, &enc, &args.model)? {
+        bail!("{e}; enroll refuses to mix embeddings of two encoders");
+    }
     if let Some(w) = head.window_columns.filter(|&w| w != args.window_columns) {
         bail!(
             "head {head_name} was fitted on {w}-column windows; enrolling with --window-columns {} would mix embeddings of two window lengths (pass --window-columns {w})",
@@ -74,6 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut new = enroll(&head, &args.name, &rows, ProbeConfig::default())?;
     new.window_columns = Some(args.window_columns);
+    new.encoder = Some(enc.fingerprint()?);
     let out = match (&args.out, &args.head) {
         (Some(o), _) => o.clone(),
         (None, Some(h)) => h.clone(),

@@ -1,5 +1,6 @@
 //! `ajepa eval`: linear-probe accuracy of an encoder on a labeled set, with the baselines
 //! computed by the same command on the same folds (log-mel statistics; a random encoder).
+//! With `--head`, the accuracy of a trained head instead (`eval_head`).
 
 use std::path::{Path, PathBuf};
 
@@ -16,29 +17,44 @@ use candle_nn::{VarBuilder, VarMap};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Encoder weights (.safetensors with its .json), a pretraining run's folder, or `default`
-    /// (the built-in model)
-    #[arg(long)]
-    model: PathBuf,
+    /// (the built-in model; the default with --head)
+    #[arg(long, required_unless_present = "head")]
+    pub(super) model: Option<PathBuf>,
     /// ESC-50 style CSV (filename, fold, category)
-    #[arg(long)]
-    csv: PathBuf,
+    #[arg(long, required_unless_present = "folders")]
+    pub(super) csv: Option<PathBuf>,
+    /// With --head: a folder with one subfolder of clips per class; a subfolder named `unknown`
+    /// (and any class the head does not have) holds sounds the head should call unknown
+    #[arg(long, conflicts_with = "csv", requires = "head")]
+    pub(super) folders: Option<PathBuf>,
     #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
     train_folds: Vec<u32>,
+    /// Held-out folds (with --head and --csv: the folds scored; rows without a fold always are)
     #[arg(long, value_delimiter = ',', default_value = "4")]
-    test_folds: Vec<u32>,
+    pub(super) test_folds: Vec<u32>,
     /// Only rows where COLUMN equals VALUE, e.g. esc10=True
     #[arg(long = "where", value_name = "COLUMN=VALUE", value_parser = parse_where)]
-    where_: Option<(String, String)>,
+    pub(super) where_: Option<(String, String)>,
     /// Write the model's confusion matrix on the test folds as a PNG (rows true, columns
-    /// predicted, classes in the printed order)
+    /// predicted, class names on the axes)
     #[arg(long)]
-    confusion_png: Option<PathBuf>,
+    pub(super) confusion_png: Option<PathBuf>,
     /// Skip the baselines
     #[arg(long)]
     no_baselines: bool,
     /// Print the results as one JSON object
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
+    /// Score this trained head (from `ajepa finetune` or `enroll`) on the labeled clips instead
+    /// of fitting a probe: accuracy, per-class recall, confusion, false tags on unknown sounds
+    #[arg(long, conflicts_with_all = ["no_baselines", "pool", "val_fold", "l2", "encoder", "train_folds"])]
+    pub(super) head: Option<PathBuf>,
+    /// With --head: the open-set check's quantile (as `listen` and `tag`)
+    #[arg(long, default_value_t = 0.2, requires = "head")]
+    pub(super) unknown_quantile: f32,
+    /// With --head: no open-set check (every clip gets one of the head's classes)
+    #[arg(long, requires = "head")]
+    pub(super) no_unknown: bool,
     /// Arithmetic for the model's embeddings: f32, or q8 (the int8 engine a q8 file runs on;
     /// the default for a file written by `ajepa quantize --type q8|q4`)
     #[arg(long, value_parser = parse_precision)]
@@ -326,12 +342,18 @@ impl Features {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(head) = &args.head {
+        return super::eval_head::run(&args, head);
+    }
+    let (Some(csv), Some(model)) = (&args.csv, &args.model) else {
+        bail!("a probe needs --model and --csv (or --head H to score a trained head)");
+    };
     let set = read_csv_where(
-        &args.csv,
+        csv,
         args.where_.as_ref().map(|(c, v)| (c.as_str(), v.as_str())),
     )?;
     let fe = audio_jepa::FrontendConfig::default();
-    let model_path = model_file(&args.model, args.encoder.as_deref())?;
+    let model_path = model_file(model, args.encoder.as_deref())?;
     let (model, quant) = super::model::load(&model_path)?;
     let precision = args
         .precision
@@ -487,7 +509,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             is_model && row.name.ends_with(args.pool[0].as_str()),
             &args.confusion_png,
         ) {
-            audio_jepa::render::write_confusion_png(png, &cm)?;
+            audio_jepa::render::write_confusion_png(png, &cm, &set.classes, &set.classes)?;
             if !args.json {
                 println!(
                     "confusion matrix of the encoder (rows true, columns predicted; {}): {}",

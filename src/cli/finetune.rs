@@ -433,6 +433,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let head_path = args.out.join("head.safetensors");
     head.window_columns = Some(ws.columns);
+    head.encoder = Some(final_enc.fingerprint()?);
     head.save(&head_path)?;
     for (name, part) in [("validation", &val), ("test", &test)] {
         if part.clips.is_empty() {
@@ -448,7 +449,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         summary[name] = serde_json::json!({"accuracy": acc, "macro_f1": f1, "confusion": cm});
         if name == "test" {
             let png = args.out.join("confusion.png");
-            audio_jepa::render::write_confusion_png(&png, &cm)?;
+            audio_jepa::render::write_confusion_png(&png, &cm, &set.classes, &set.classes)?;
             println!(
                 "confusion matrix (rows true, columns predicted, order {}): {}",
                 set.classes.join(", "),

@@ -115,6 +115,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     h.dim
                 );
             }
+            if !args.random {
+                let m = model.as_deref().unwrap_or(std::path::Path::new("default"));
+                if let Err(w) = super::model::head_fits(&h, &p.display().to_string(), &encoder, m)?
+                {
+                    eprintln!("warning: {w}");
+                }
+            }
             h
         }
         None if builtin_head => {

@@ -6,6 +6,7 @@ mod devices;
 mod embed;
 mod enroll;
 mod eval;
+mod eval_head;
 mod features;
 mod finetune;
 mod listen;

@@ -61,6 +61,24 @@ pub fn files(model: &Path) -> Vec<PathBuf> {
     }
 }
 
+/// Whether `head` fits `enc`: `Err` with a message when the head records the fingerprint of
+/// another encoder (issue 16: a head on an encoder it was not fitted on gives confident
+/// nonsense). A head that records none (older heads) fits.
+pub fn head_fits(
+    head: &audio_jepa::model::head::Head,
+    head_name: &str,
+    enc: &Encoder,
+    model: &Path,
+) -> anyhow::Result<Result<(), String>> {
+    let fp = enc.fingerprint()?;
+    Ok(head.fits_encoder(&fp).map_err(|theirs| {
+        format!(
+            "head {head_name} was fitted on the encoder with fingerprint {theirs}; {} has {fp} (another encoder, or another precision of it: its tags may be wrong; give the --model it was fitted on)",
+            name(model)
+        )
+    }))
+}
+
 /// How messages name the model.
 pub fn name(model: &Path) -> String {
     if is_built_in(model) {

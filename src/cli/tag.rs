@@ -1,22 +1,18 @@
 //! `ajepa tag FILE|DIR...`: one line per clip with its top tags over the whole clip, as text,
 //! JSON lines or CSV, for scripts and for checking a head on your own recordings.
 //!
-//! A clip is cut into the windows the live tagger encodes (`finetune::windows::clip_windows`,
-//! one per hop): windows far quieter than the clip's loudest are left out (silence carries no
-//! label), a clip shorter than a window is padded as `finetune` pads it, and a clip's score for
-//! a class is the mean over its windows of the head's per-window score. A clip unlike the top
-//! class's training examples is called unknown (`model::open_set`). A file that cannot be read
-//! is reported and skipped; the others are still tagged.
+//! A clip's verdict is `audio_jepa::tagging`'s (the one `eval --head` scores): the mean of the
+//! head's scores over the clip's windows, short clips padded, silence left out, and "unknown"
+//! for a clip unlike the top class's training examples. A file that cannot be read is reported
+//! and skipped; the others are still tagged.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use audio_jepa::engine::{FastEncoder, Isa};
-use audio_jepa::finetune::windows::{load_clip_windows, WindowSpec};
-use audio_jepa::frontend::LogMelExtractor;
 use audio_jepa::model::head::Head;
 use audio_jepa::model::open_set::OpenSet;
+use audio_jepa::tagging::ClipTagger;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -104,6 +100,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !head.trained {
         eprintln!("warning: the head is untrained; its tags mean nothing");
     }
+    if let Some(p) = &args.head {
+        let name = p.display().to_string();
+        if let Err(w) = super::model::head_fits(&head, &name, &enc, &args.model)? {
+            eprintln!("warning: {w}");
+        }
+    }
     let open_set = match super::unknown_quantile(args.unknown_quantile, args.no_unknown)? {
         None => None,
         Some(q) => {
@@ -131,20 +133,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             files.push(input.clone());
         }
     }
-    let precision = super::model::precision(quant);
-    let engine = FastEncoder::from_encoder(&enc, precision, Isa::detect(), args.window_columns)
-        .context("building the encoder engine")?;
-    let mut scratch = engine.scratch();
-    let fe = audio_jepa::FrontendConfig::default();
-    let mut lm = LogMelExtractor::new(&fe)?;
-    let ws = WindowSpec {
-        columns: args.window_columns,
-        hop: 1,
-        ..WindowSpec::default()
-    };
+    let labels = head.labels.clone();
+    let mut tagger = ClipTagger::new(
+        &enc,
+        super::model::precision(quant),
+        head,
+        open_set,
+        args.window_columns,
+    )
+    .context("building the tagger")?;
     let out = std::io::stdout();
     let mut out = out.lock();
-    let k = args.top.min(head.labels.len());
+    let k = args.top.min(labels.len());
     if args.csv {
         let mut line = String::from("file,seconds,windows,known,similarity");
         for i in 1..=k {
@@ -154,44 +154,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             return Ok(()); // a closed pipe (`| head`): nothing more to say
         }
     }
-    let (mut failed, mut scores, mut sum) = (0usize, Vec::new(), vec![0f32; head.labels.len()]);
-    let (mut mean_emb, mut os_scratch) = (vec![0f32; head.dim], Vec::new());
+    let mut failed = 0usize;
     for file in &files {
-        let w = match load_clip_windows(file, &mut lm, &fe, &ws) {
-            Ok(w) => w,
+        let v = match tagger.tag_file(file) {
+            Ok(v) => v,
             Err(e) => {
                 eprintln!("skipped {}: {e}", file.display());
                 failed += 1;
                 continue;
             }
         };
-        sum.iter_mut().for_each(|s| *s = 0.0);
-        mean_emb.iter_mut().for_each(|s| *s = 0.0);
-        for i in 0..w.n {
-            engine.forward(w.window(i), &mut scratch)?;
-            head.scores_into(&scratch.pooled, &mut scores);
-            for (s, v) in sum.iter_mut().zip(&scores) {
-                *s += v / w.n as f32;
-            }
-            for (m, v) in mean_emb.iter_mut().zip(&scratch.pooled) {
-                *m += v / w.n as f32;
-            }
-        }
-        let mut order: Vec<usize> = (0..sum.len()).collect();
-        order.sort_by(|&a, &b| sum[b].total_cmp(&sum[a]));
-        let known = open_set.as_ref().map(|os| {
-            let (known, sim) = os.check(&mean_emb, order[0], &mut os_scratch);
-            (known, sim, os.thresholds[order[0]])
-        });
         let t = Tagged {
             file: file.clone(),
-            seconds: w.seconds,
-            windows: w.n,
-            top: order[..k]
+            seconds: v.seconds,
+            windows: v.windows,
+            top: v.order[..k]
                 .iter()
-                .map(|&c| (head.labels[c].clone(), sum[c]))
+                .map(|&c| (labels[c].clone(), v.scores[c]))
                 .collect(),
-            known,
+            known: v.known,
         };
         let unknown = matches!(t.known, Some((false, _, _)));
         let line = if args.json {

@@ -132,6 +132,7 @@ fn head_from(w: &Var, b: &Var, labels: &[String]) -> candle_core::Result<Head> {
         support: Vec::new(),
         support_labels: Vec::new(),
         window_columns: None,
+        encoder: None,
     })
 }
 

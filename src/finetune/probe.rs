@@ -230,6 +230,7 @@ impl Probe {
             support: Vec::new(),
             support_labels: Vec::new(),
             window_columns: None,
+            encoder: None,
         }
     }
 }

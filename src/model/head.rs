@@ -47,6 +47,9 @@ pub struct Head {
     /// The window (patch columns) the head was fitted on, when known: a head only fits
     /// embeddings of windows that long (`listen` and `enroll` check it).
     pub window_columns: Option<usize>,
+    /// The fingerprint of the encoder the head was fitted on (`Encoder::fingerprint`), when
+    /// known: its weights only mean something on that encoder's embeddings.
+    pub encoder: Option<String>,
 }
 
 impl Head {
@@ -62,6 +65,7 @@ impl Head {
             support: Vec::new(),
             support_labels: Vec::new(),
             window_columns: None,
+            encoder: None,
         }
     }
 
@@ -87,6 +91,16 @@ impl Head {
                 }
                 out.iter_mut().for_each(|s| *s /= sum);
             }
+        }
+    }
+
+    /// Whether the head may be used on an encoder with fingerprint `encoder`: `Err` with the
+    /// head's own fingerprint when it records another one. A head that records none (written
+    /// before heads kept it) passes.
+    pub fn fits_encoder(&self, encoder: &str) -> Result<(), String> {
+        match &self.encoder {
+            Some(e) if e != encoder => Err(e.clone()),
+            _ => Ok(()),
         }
     }
 
@@ -140,6 +154,9 @@ impl Head {
         ]);
         if let Some(w) = self.window_columns {
             meta.insert("window_columns".to_string(), w.to_string());
+        }
+        if let Some(e) = &self.encoder {
+            meta.insert("encoder".to_string(), e.clone());
         }
         save_tensors(path, &tensors, meta)
     }
@@ -216,6 +233,7 @@ impl Head {
             activation,
             support,
             support_labels,
+            encoder: meta.get("encoder").cloned(),
             window_columns: match meta.get("window_columns") {
                 None => None,
                 Some(w) => Some(w.parse().ok().filter(|&w| w > 0).ok_or_else(|| {

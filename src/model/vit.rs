@@ -245,6 +245,36 @@ impl Encoder {
         out
     }
 
+    /// A short fingerprint of the weights (16 hex digits), which heads record so that a head is
+    /// never silently used on an encoder it was not fitted on (issue 16): FNV-1a over each
+    /// tensor's name, shape and values rounded to f16, so an encoder and its f16 copy (how the
+    /// built-in model ships) agree and any other encoder almost surely differs. An int8 copy
+    /// differs too (its weights are not the same numbers).
+    pub fn fingerprint(&self) -> Result<String> {
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+            }
+        };
+        for (name, t) in self.named_tensors() {
+            eat(name.as_bytes());
+            for d in t.dims() {
+                eat(&(*d as u64).to_le_bytes());
+            }
+            let v = t
+                .to_dtype(candle_core::DType::F16)?
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            for x in v {
+                eat(&x.to_bits().to_le_bytes());
+            }
+        }
+        Ok(format!("{h:016x}"))
+    }
+
     pub fn mode(&self) -> Mode {
         self.mode
     }

@@ -78,6 +78,20 @@ pub fn encoder(cfg: &EncoderConfig, tensors: &HashMap<String, Tensor>) -> Encode
     encoder_from_tensors(tensors.clone(), cfg, &Device::Cpu, Path::new("<random>")).unwrap()
 }
 
+/// The `ajepa` binary as a command, through `AJEPA_TEST_RUNNER` (qemu) when it is set.
+#[allow(dead_code)]
+pub fn ajepa_cmd() -> std::process::Command {
+    let bin = env!("CARGO_BIN_EXE_ajepa");
+    match std::env::var_os("AJEPA_TEST_RUNNER") {
+        Some(runner) => {
+            let mut c = std::process::Command::new(runner);
+            c.arg(bin);
+            c
+        }
+        None => std::process::Command::new(bin),
+    }
+}
+
 /// Runs the `ajepa` binary, asserts it succeeded (showing its stderr if not), returns stdout.
 /// `AJEPA_TEST_RUNNER` (e.g. `qemu-aarch64`, set by scripts/aarch64.sh) runs it through an
 /// emulator when the tests were built for another architecture.
@@ -86,16 +100,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let bin = env!("CARGO_BIN_EXE_ajepa");
-    let mut cmd = match std::env::var_os("AJEPA_TEST_RUNNER") {
-        Some(runner) => {
-            let mut c = std::process::Command::new(runner);
-            c.arg(bin);
-            c
-        }
-        None => std::process::Command::new(bin),
-    };
-    let out = cmd.args(args).output().unwrap();
+    let out = ajepa_cmd().args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",

@@ -1,9 +1,15 @@
-//! Spectrogram images a person can read: frequency up, time right, a perceptual colour map.
+//! Pictures a person can read: spectrograms (frequency up, time right, a perceptual colour map)
+//! and confusion matrices with the class names on their axes (`confusion`).
 
 use std::path::{Path, PathBuf};
 
 use crate::arrays::write_atomically;
 use crate::frontend::LogMel;
+
+mod confusion;
+mod glyphs;
+
+pub use confusion::{confusion_rgb, write_confusion_png};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -70,81 +76,7 @@ pub fn write_png(path: &Path, spec: &LogMel, opts: &RenderOptions) -> Result<(),
     write_rgb(path, w, h, &px)
 }
 
-/// 3 x 5 bitmaps of the digits 0-9 (bit 2 is the left column of a row).
-const DIGITS: [[u8; 5]; 10] = [
-    [7, 5, 5, 5, 7],
-    [2, 6, 2, 2, 7],
-    [7, 1, 7, 4, 7],
-    [7, 1, 7, 1, 7],
-    [5, 5, 7, 1, 1],
-    [7, 4, 7, 1, 7],
-    [7, 4, 7, 5, 7],
-    [7, 1, 1, 1, 1],
-    [7, 5, 7, 5, 7],
-    [7, 5, 7, 1, 7],
-];
-
-/// A confusion matrix (`cm[true][pred]`) as an RGB image: rows are true classes, columns
-/// predictions (in the order of the labels the command prints), each cell shaded by its share
-/// of the row and labelled with its count.
-pub fn confusion_rgb(cm: &[Vec<usize>]) -> (usize, usize, Vec<u8>) {
-    const CELL: usize = 28;
-    let n = cm.len();
-    let (w, h) = (n * CELL + 1, n * CELL + 1);
-    let mut px = vec![255u8; w * h * 3];
-    for (r, row) in cm.iter().enumerate() {
-        let total: usize = row.iter().sum();
-        for (c, &count) in row.iter().enumerate() {
-            let share = count as f64 / total.max(1) as f64;
-            let col = colorous::BLUES.eval_continuous(share);
-            let dark = share > 0.55;
-            for y in r * CELL + 1..(r + 1) * CELL {
-                for x in c * CELL + 1..(c + 1) * CELL {
-                    px[(y * w + x) * 3..(y * w + x) * 3 + 3]
-                        .copy_from_slice(&[col.r, col.g, col.b]);
-                }
-            }
-            if count == 0 {
-                continue;
-            }
-            // The count, digits at twice size, centred.
-            let text = count.to_string();
-            let tw = text.len() * 8 - 2;
-            let (x0, y0) = (c * CELL + (CELL - tw) / 2, r * CELL + (CELL - 10) / 2);
-            let ink = if dark { 255 } else { 0 };
-            for (k, ch) in text.bytes().enumerate() {
-                let glyph = DIGITS[(ch - b'0') as usize];
-                for (gy, bits) in glyph.iter().enumerate() {
-                    for gx in 0..3 {
-                        if bits & (4 >> gx) != 0 {
-                            for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                                let (x, y) = (x0 + k * 8 + gx * 2 + dx, y0 + gy * 2 + dy);
-                                if x < w && y < h {
-                                    px[(y * w + x) * 3..(y * w + x) * 3 + 3].fill(ink);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    (w, h, px)
-}
-
-/// Writes [`confusion_rgb`] as a PNG.
-pub fn write_confusion_png(path: &Path, cm: &[Vec<usize>]) -> Result<(), RenderError> {
-    if cm.is_empty() {
-        return Err(RenderError::Empty {
-            n_frames: 0,
-            n_mels: 0,
-        });
-    }
-    let (w, h, px) = confusion_rgb(cm);
-    write_rgb(path, w, h, &px)
-}
-
-fn write_rgb(path: &Path, w: usize, h: usize, px: &[u8]) -> Result<(), RenderError> {
+pub(crate) fn write_rgb(path: &Path, w: usize, h: usize, px: &[u8]) -> Result<(), RenderError> {
     write_atomically(path, |file| {
         let mut enc = png::Encoder::new(file, w as u32, h as u32);
         enc.set_color(png::ColorType::Rgb);
@@ -162,18 +94,6 @@ fn write_rgb(path: &Path, w: usize, h: usize, px: &[u8]) -> Result<(), RenderErr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn confusion_cells_are_shaded_by_row_share() {
-        let (w, h, px) = confusion_rgb(&[vec![9, 1], vec![0, 0]]);
-        assert_eq!((w, h), (57, 57));
-        let at = |x: usize, y: usize| &px[(y * w + x) * 3..(y * w + x) * 3 + 3];
-        // Corner pixels of cells (no digits there): 90 % is darker than 10 %; an empty row is
-        // the palette's lightest.
-        assert!(at(2, 2)[0] < at(30, 2)[0]);
-        assert_eq!(at(2, 30), at(30, 30));
-        assert_eq!(at(0, 0), [255, 255, 255]);
-    }
 
     #[test]
     fn high_bins_are_drawn_at_the_top_and_loud_is_bright() {
