@@ -78,11 +78,12 @@ impl HeadScores {
     }
 }
 
-fn pct(a: usize, b: usize) -> f64 {
+/// `a / b` as a percentage, right-aligned in 7 characters; "-" when there is nothing to divide.
+fn pct(a: usize, b: usize) -> String {
     if b == 0 {
-        f64::NAN
+        format!("{:>7}", "-")
     } else {
-        100.0 * a as f64 / b as f64
+        format!("{:5.1} %", 100.0 * a as f64 / b as f64)
     }
 }
 
@@ -234,15 +235,15 @@ pub fn run(args: &Args, head_path: &Path) -> anyhow::Result<()> {
         );
         if n > 0 {
             println!(
-                "accuracy {:.1} % ({right} / {n} clips of the head's classes answered with their class); top class right {:.1} % (the open-set check aside)",
-                pct(right, n),
-                pct(scores.top_right, n)
+                "accuracy {} ({right} / {n} clips of the head's classes answered with their class); top class right {} (the open-set check aside)",
+                pct(right, n).trim(),
+                pct(scores.top_right, n).trim()
             );
         }
         if strangers_n > 0 {
             println!(
-                "false tags {:.1} % ({false_tags} / {strangers_n} clips of sounds the head does not know got one of its classes)",
-                pct(false_tags, strangers_n)
+                "false tags {} ({false_tags} / {strangers_n} clips of sounds the head does not know got one of its classes)",
+                pct(false_tags, strangers_n).trim()
             );
         }
         let width = names.iter().map(|s| s.len()).max().unwrap_or(5).max(5);
@@ -256,7 +257,7 @@ pub fn run(args: &Args, head_path: &Path) -> anyhow::Result<()> {
                 continue;
             }
             println!(
-                "{l:width$}  {clips:5}  {:5.1} %  {:7.1} %  {u:5}",
+                "{l:width$}  {clips:5}  {}  {:>9}  {u:5}",
                 pct(r, clips),
                 pct(r, answered)
             );
