@@ -325,6 +325,23 @@ fn eval_head_scores_a_trained_head_as_tag_tags() {
     let same = eval_on(&f16);
     assert!(same.status.success());
     assert!(!String::from_utf8_lossy(&same.stderr).contains("fingerprint"));
+    // An int8 copy records the encoder it was made from, so it passes too.
+    let q8 = root.join("enc-q8.safetensors");
+    ajepa(&[
+        os("quantize"),
+        os("--model"),
+        model.clone().into(),
+        os("--out"),
+        q8.clone().into(),
+        os("--type"),
+        os("q8"),
+    ]);
+    let same = eval_on(&q8);
+    let err = String::from_utf8_lossy(&same.stderr);
+    assert!(
+        same.status.success() && !err.contains("fingerprint"),
+        "{err}"
+    );
     let differs = eval_on(&other);
     let err = String::from_utf8_lossy(&differs.stderr);
     assert!(

@@ -71,6 +71,16 @@ pub fn head_fits(
     model: &Path,
 ) -> anyhow::Result<Result<(), String>> {
     let fp = enc.fingerprint()?;
+    // An int8 or 4-bit file records the float encoder it was made from.
+    if !is_built_in(model) {
+        if let Ok((_, meta)) = load_tensors(model, &Device::Cpu) {
+            if let Some(source) = meta.get(audio_jepa::model::checkpoint::SOURCE_KEY) {
+                if head.fits_encoder(source).is_ok() {
+                    return Ok(Ok(()));
+                }
+            }
+        }
+    }
     Ok(head.fits_encoder(&fp).map_err(|theirs| {
         format!(
             "head {head_name} was fitted on the encoder with fingerprint {theirs}; {} has {fp} (another encoder, or another precision of it: its tags may be wrong; give the --model it was fitted on)",

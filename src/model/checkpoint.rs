@@ -23,6 +23,9 @@ pub type Metadata = HashMap<String, String>;
 pub const CONFIG_KEY: &str = "audio_jepa.encoder_config";
 /// Metadata key naming the weight quantization of a quantized encoder file (`q8`, `q4`).
 pub const QUANT_KEY: &str = "audio_jepa.quantization";
+/// Metadata key of a quantized encoder file holding the fingerprint of the float encoder it was
+/// made from (`Encoder::fingerprint`): a head fitted on that encoder fits its int8 copy too.
+pub const SOURCE_KEY: &str = "audio_jepa.source_fingerprint";
 
 /// How a quantized encoder file stores the blocks' matrices (`qkv`, `proj`, `fc1`, `fc2`: 97 %
 /// of the weights). The patch embedding, norms and biases stay f32.
@@ -169,10 +172,12 @@ pub fn save_encoder_quantized(
     }
     raw.sort_by(|a, b| a.0.cmp(&b.0));
     let json = serde_json::to_string_pretty(cfg).map_err(|e| ModelError::Config(e.to_string()))?;
+    let source = encoder_from_tensors(tensors.clone(), cfg, &Device::Cpu, path)?.fingerprint()?;
     let metadata = HashMap::from([
         (CONFIG_KEY.to_string(), json.clone()),
         ("format".to_string(), "audio-jepa-encoder".to_string()),
         (QUANT_KEY.to_string(), quant.name().to_string()),
+        (SOURCE_KEY.to_string(), source),
     ]);
     let bytes =
         safetensors::tensor::serialize(raw.iter().map(|(k, v)| (k.as_str(), v)), Some(metadata))
