@@ -300,16 +300,20 @@ fn eval_head_scores_a_trained_head_as_tag_tags() {
     );
     // The head records its encoder: an f16 copy of it passes silently, another encoder of the
     // same shape draws a warning from eval and a refusal from enroll.
-    let f16 = root.join("enc-f16.safetensors");
-    ajepa(&[
-        os("quantize"),
-        os("--model"),
-        model.clone().into(),
-        os("--out"),
-        f16.clone().into(),
-        os("--type"),
-        os("f16"),
-    ]);
+    let quantized = |kind: &str| {
+        let out = root.join(format!("enc-{kind}.safetensors"));
+        ajepa(&[
+            os("quantize"),
+            os("--model"),
+            model.clone().into(),
+            os("--out"),
+            out.clone().into(),
+            os("--type"),
+            os(kind),
+        ]);
+        out
+    };
+    let f16 = quantized("f16");
     let other = root.join("other.safetensors");
     let cfg = EncoderConfig::preset("tiny").unwrap();
     save_encoder(&other, &common::random_tensors(&cfg, 0.11), &cfg).unwrap();
@@ -326,16 +330,7 @@ fn eval_head_scores_a_trained_head_as_tag_tags() {
     assert!(same.status.success());
     assert!(!String::from_utf8_lossy(&same.stderr).contains("fingerprint"));
     // An int8 copy records the encoder it was made from, so it passes too.
-    let q8 = root.join("enc-q8.safetensors");
-    ajepa(&[
-        os("quantize"),
-        os("--model"),
-        model.clone().into(),
-        os("--out"),
-        q8.clone().into(),
-        os("--type"),
-        os("q8"),
-    ]);
+    let q8 = quantized("q8");
     let same = eval_on(&q8);
     let err = String::from_utf8_lossy(&same.stderr);
     assert!(

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use audio_jepa::finetune::labeled::{read_csv_where, read_folders, Example};
 use audio_jepa::model::head::Head;
-use audio_jepa::model::open_set::OpenSet;
 use audio_jepa::tagging::{ClipTagger, Verdict};
 
 use super::eval::Args;
@@ -117,21 +116,9 @@ pub fn run(args: &Args, head_path: &Path) -> anyhow::Result<()> {
             enc.config().embed_dim
         );
     }
-    if let Err(w) = super::model::head_fits(&head, &head_path.display().to_string(), &enc, &model)?
-    {
-        eprintln!("warning: {w}");
-    }
+    super::model::warn_if_other_encoder(&head, &head_path.display().to_string(), &enc, &model)?;
     let window = head.window_columns.unwrap_or(DEFAULT_WINDOW);
-    let open_set = match super::unknown_quantile(args.unknown_quantile, args.no_unknown)? {
-        None => None,
-        Some(q) => {
-            let os = OpenSet::from_head(&head, q);
-            if os.is_none() {
-                eprintln!("note: the head keeps no support set, so no clip can be called unknown");
-            }
-            os
-        }
-    };
+    let open_set = super::open_set(&head, args.unknown_quantile, args.no_unknown)?;
     // The set's classes in the head; the others are sounds it should call unknown.
     let to_head: Vec<Option<usize>> = set
         .classes

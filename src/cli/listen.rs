@@ -117,10 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             if !args.random {
                 let m = model.as_deref().unwrap_or(std::path::Path::new("default"));
-                if let Err(w) = super::model::head_fits(&h, &p.display().to_string(), &encoder, m)?
-                {
-                    eprintln!("warning: {w}");
-                }
+                super::model::warn_if_other_encoder(&h, &p.display().to_string(), &encoder, m)?;
             }
             h
         }

@@ -136,6 +136,23 @@ pub fn unknown_quantile(q: f32, off: bool) -> anyhow::Result<Option<f32>> {
     Ok((!off).then_some(q))
 }
 
+/// The open-set check `tag` and `eval --head` run on `head` (see [`unknown_quantile`]); says so
+/// when the head keeps no support set to calibrate it on.
+pub fn open_set(
+    head: &audio_jepa::model::head::Head,
+    q: f32,
+    off: bool,
+) -> anyhow::Result<Option<audio_jepa::model::open_set::OpenSet>> {
+    let Some(q) = unknown_quantile(q, off)? else {
+        return Ok(None);
+    };
+    let os = audio_jepa::model::open_set::OpenSet::from_head(head, q);
+    if os.is_none() {
+        eprintln!("note: the head keeps no support set, so no clip can be called unknown");
+    }
+    Ok(os)
+}
+
 /// Whether `a` and `b` name the same existing file, however spelled.
 pub fn same_file(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {

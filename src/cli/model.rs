@@ -70,8 +70,15 @@ pub fn head_fits(
     enc: &Encoder,
     model: &Path,
 ) -> anyhow::Result<Result<(), String>> {
+    if head.encoder.is_none() {
+        return Ok(Ok(()));
+    }
     let fp = enc.fingerprint()?;
-    // An int8 or 4-bit file records the float encoder it was made from.
+    if head.fits_encoder(&fp).is_ok() {
+        return Ok(Ok(()));
+    }
+    // An int8 or 4-bit file records the float encoder it was made from; its metadata is read
+    // only here, on a mismatch.
     if !is_built_in(model) {
         if let Ok((_, meta)) = load_tensors(model, &Device::Cpu) {
             if let Some(source) = meta.get(audio_jepa::model::checkpoint::SOURCE_KEY) {
@@ -87,6 +94,20 @@ pub fn head_fits(
             name(model)
         )
     }))
+}
+
+/// Prints the warning of [`head_fits`] when `head` records another encoder than `enc` (the
+/// commands that tag: a head on the wrong encoder still runs, but says so).
+pub fn warn_if_other_encoder(
+    head: &audio_jepa::model::head::Head,
+    head_name: &str,
+    enc: &Encoder,
+    model: &Path,
+) -> anyhow::Result<()> {
+    if let Err(w) = head_fits(head, head_name, enc, model)? {
+        eprintln!("warning: {w}");
+    }
+    Ok(())
 }
 
 /// How messages name the model.

@@ -11,7 +11,6 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use audio_jepa::model::head::Head;
-use audio_jepa::model::open_set::OpenSet;
 use audio_jepa::tagging::ClipTagger;
 
 #[derive(Debug, clap::Args)]
@@ -101,21 +100,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("warning: the head is untrained; its tags mean nothing");
     }
     if let Some(p) = &args.head {
-        let name = p.display().to_string();
-        if let Err(w) = super::model::head_fits(&head, &name, &enc, &args.model)? {
-            eprintln!("warning: {w}");
-        }
+        super::model::warn_if_other_encoder(&head, &p.display().to_string(), &enc, &args.model)?;
     }
-    let open_set = match super::unknown_quantile(args.unknown_quantile, args.no_unknown)? {
-        None => None,
-        Some(q) => {
-            let os = OpenSet::from_head(&head, q);
-            if os.is_none() {
-                eprintln!("note: the head keeps no support set, so no clip can be called unknown");
-            }
-            os
-        }
-    };
+    let open_set = super::open_set(&head, args.unknown_quantile, args.no_unknown)?;
     let mut files = Vec::new();
     for input in &args.inputs {
         if input.is_dir() {
