@@ -25,8 +25,8 @@ pub enum TaggingError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error("the head expects {head}-wide embeddings; the encoder gives {encoder}")]
-    Width { head: usize, encoder: usize },
+    #[error("{0}")]
+    Width(String),
     #[error("window of {0} patch columns (1 to {max})", max = MAX_COLUMNS)]
     Columns(usize),
 }
@@ -72,6 +72,7 @@ pub struct ClipTagger {
     open_set: Option<OpenSet>,
     scores: Vec<f32>,
     embedding: Vec<f32>,
+    pooled: Vec<f32>,
     os_scratch: Vec<f32>,
 }
 
@@ -89,12 +90,8 @@ impl ClipTagger {
             return Err(TaggingError::Columns(window_columns));
         }
         let d = enc.config().embed_dim;
-        if head.dim != d {
-            return Err(TaggingError::Width {
-                head: head.dim,
-                encoder: d,
-            });
-        }
+        head.check_width(d, enc.config().n_freq())
+            .map_err(TaggingError::Width)?;
         let engine = FastEncoder::from_encoder(enc, precision, Isa::detect(), window_columns)?;
         let scratch = engine.scratch();
         let fe = FrontendConfig::default();
@@ -109,7 +106,8 @@ impl ClipTagger {
             },
             engine,
             scores: Vec::new(),
-            embedding: vec![0.0; d],
+            embedding: vec![0.0; head.dim],
+            pooled: vec![0.0; head.dim],
             os_scratch: Vec::new(),
             open_set,
             head,
@@ -132,12 +130,18 @@ impl ClipTagger {
         self.embedding.iter_mut().for_each(|s| *s = 0.0);
         for i in 0..w.n {
             self.engine.forward(w.window(i), &mut self.scratch)?;
-            self.head
-                .scores_into(&self.scratch.pooled, &mut self.scores);
+            let cfg = self.engine.config();
+            self.head.pool.pool_into(
+                self.scratch.output(),
+                cfg.embed_dim,
+                cfg.n_freq(),
+                &mut self.pooled,
+            );
+            self.head.scores_into(&self.pooled, &mut self.scores);
             for (s, v) in sum.iter_mut().zip(&self.scores) {
                 *s += v / w.n as f32;
             }
-            for (m, v) in self.embedding.iter_mut().zip(&self.scratch.pooled) {
+            for (m, v) in self.embedding.iter_mut().zip(&self.pooled) {
                 *m += v / w.n as f32;
             }
         }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use audio_jepa::engine::{FastEncoder, Isa, Precision};
 use audio_jepa::model::head::Head;
+use audio_jepa::model::pooling::Pooling;
 use audio_jepa::model::{Encoder, EncoderConfig};
 use audio_jepa::stream::session::{on_worker_thread, Event, Session, Source};
 use audio_jepa::stream::worker::{Pipeline, PipelineConfig};
@@ -65,15 +66,17 @@ fn noise_wav(dir: &std::path::Path, seconds: f32) -> std::path::PathBuf {
 
 #[test]
 fn the_worker_allocates_nothing_in_steady_state() {
-    // One thread, then the engine with its helper thread.
-    for threads in [1, 2] {
-        run_session(threads);
+    // One thread, then the engine with its helper thread; a mean-pooled head, then a freqcat one.
+    for (threads, pool) in [(1, Pooling::Mean), (2, Pooling::FreqCat)] {
+        run_session(threads, pool);
     }
 }
 
 /// A two-class head with a support set, so that every hop also runs the open-set check.
-fn head_with_support(dim: usize) -> Head {
+fn head_with_support(width: usize, n_freq: usize, pool: Pooling) -> Head {
+    let dim = pool.dim(width, n_freq);
     let mut h = Head::untrained(dim);
+    h.pool = pool;
     h.labels = vec!["a".into(), "b".into()];
     h.weight = (0..2 * dim).map(|i| ((i * 7) % 13) as f32 * 0.01).collect();
     h.bias = vec![0.0; 2];
@@ -86,7 +89,7 @@ fn head_with_support(dim: usize) -> Head {
     h
 }
 
-fn run_session(threads: usize) {
+fn run_session(threads: usize, pool: Pooling) {
     let dir = tempfile::tempdir().unwrap();
     let wav = noise_wav(dir.path(), 3.0);
     let cfg = EncoderConfig::preset("tiny").unwrap();
@@ -110,7 +113,7 @@ fn run_session(threads: usize) {
                 &FrontendConfig::default(),
                 rate,
                 engine.clone(),
-                head_with_support(cfg.embed_dim),
+                head_with_support(cfg.embed_dim, cfg.n_freq(), pool),
             )
         },
     )

@@ -117,6 +117,9 @@ fn probe_finetune_and_enroll_on_a_tiny_labeled_set() {
         serde_json::from_str(&std::fs::read_to_string(root.join("probe/finetune.json")).unwrap())
             .unwrap();
     assert_eq!(summary["test_clips"], 12);
+    // Heads pool each window's frequency rows side by side by default (`--pool freqcat`): the
+    // enrollment and `listen` below run on such a head.
+    assert_eq!(summary["pool"], "freqcat");
 
     // (b) Full fine-tuning, two epochs.
     let mut b = common.to_vec();

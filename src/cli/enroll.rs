@@ -46,12 +46,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let (enc, _) = super::model::load(&args.model)?;
-    if enc.config().embed_dim != head.dim {
+    if let Err(e) = head.check_width(enc.config().embed_dim, enc.config().n_freq()) {
         bail!(
-            "head {head_name} expects {}-wide embeddings, the encoder {} gives {}",
-            head.dim,
-            super::model::name(&args.model),
-            enc.config().embed_dim
+            "head {head_name}: {e} (encoder {})",
+            super::model::name(&args.model)
         );
     }
     // Support rows from another encoder would make the refitted head meaningless.
@@ -74,7 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for clip in &args.clips {
         let w = load_clip_windows(clip, &mut lm, &fe, &ws)
             .with_context(|| format!("reading {}", clip.display()))?;
-        rows.extend(embed_windows(&enc, &w, 32)?);
+        rows.extend(embed_windows(&enc, &w, 32, head.pool)?);
     }
     let mut new = enroll(&head, &args.name, &rows, ProbeConfig::default())?;
     new.window_columns = Some(args.window_columns);

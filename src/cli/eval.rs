@@ -10,6 +10,7 @@ use audio_jepa::finetune::labeled::{parse_where, read_csv_where};
 use audio_jepa::finetune::probe::{fit_validated, scores, Probe, ProbeConfig, L2_GRID};
 use audio_jepa::frontend::patches::{normalize, patchify};
 use audio_jepa::frontend::{LogMel, LogMelExtractor};
+use audio_jepa::model::pooling::Pooling;
 use audio_jepa::model::{Encoder, EncoderConfig};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -106,26 +107,16 @@ fn model_file(model: &Path, encoder: Option<&str>) -> anyhow::Result<PathBuf> {
     Ok(model.to_path_buf())
 }
 
-/// How clip embeddings are made from an encoder's tokens (time-major: `col * n_freq + row`).
+/// How clip embeddings are made from an encoder's tokens (time-major: `col * n_freq + row`):
+/// `mean` and `freqcat` as heads pool (`model::pooling`), `meanmax` the mean then the max.
 fn pool_tokens(kind: &str, tokens: &[f32], n_freq: usize, d: usize) -> Vec<f32> {
-    let n = tokens.len() / d;
-    if kind == "freqcat" {
-        // Per time column the n_freq tokens side by side, then the mean over columns.
-        let cols = n / n_freq;
-        let mut out = vec![0f32; n_freq * d];
-        for col in tokens.chunks_exact(n_freq * d) {
-            for (o, v) in out.iter_mut().zip(col) {
-                *o += v / cols as f32;
-            }
-        }
-        return out;
-    }
-    let mut mean = vec![0f32; d];
-    for r in tokens.chunks_exact(d) {
-        for (m, v) in mean.iter_mut().zip(r) {
-            *m += v / n as f32;
-        }
-    }
+    let pool = if kind == "freqcat" {
+        Pooling::FreqCat
+    } else {
+        Pooling::Mean
+    };
+    let mut out = vec![0f32; pool.dim(d, n_freq)];
+    pool.pool_into(tokens, d, n_freq, &mut out);
     if kind == "meanmax" {
         let mut max = vec![f32::NEG_INFINITY; d];
         for r in tokens.chunks_exact(d) {
@@ -133,9 +124,9 @@ fn pool_tokens(kind: &str, tokens: &[f32], n_freq: usize, d: usize) -> Vec<f32> 
                 *x = x.max(*v);
             }
         }
-        mean.extend(max);
+        out.extend(max);
     }
-    mean
+    out
 }
 
 /// Refuses splits that would make the accuracy meaningless (issue 15): a fold in both the

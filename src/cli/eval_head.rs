@@ -107,13 +107,11 @@ pub fn run(args: &Args, head_path: &Path) -> anyhow::Result<()> {
             head_path.display()
         );
     }
-    if head.dim != enc.config().embed_dim {
+    if let Err(e) = head.check_width(enc.config().embed_dim, enc.config().n_freq()) {
         bail!(
-            "{} expects {}-wide embeddings; the encoder {} gives {} (give the --model it was trained on)",
+            "{}: {e} (encoder {}; give the --model it was trained on)",
             head_path.display(),
-            head.dim,
-            super::model::name(&model),
-            enc.config().embed_dim
+            super::model::name(&model)
         );
     }
     super::model::warn_if_other_encoder(&head, &head_path.display().to_string(), &enc, &model)?;

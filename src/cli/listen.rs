@@ -108,12 +108,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let head = match &args.head {
         Some(p) => {
             let h = Head::load(p)?;
-            if h.dim != dim {
-                bail!(
-                    "head {} expects {}-wide embeddings, the encoder gives {dim}",
-                    p.display(),
-                    h.dim
-                );
+            if let Err(e) = h.check_width(dim, encoder.config().n_freq()) {
+                bail!("head {}: {e}", p.display());
             }
             if !args.random {
                 let m = model.as_deref().unwrap_or(std::path::Path::new("default"));

@@ -88,13 +88,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.model.display()
         ),
     };
-    if head.dim != enc.config().embed_dim {
-        bail!(
-            "the head expects {}-wide embeddings, the encoder {} gives {}",
-            head.dim,
-            super::model::name(&args.model),
-            enc.config().embed_dim
-        );
+    if let Err(e) = head.check_width(enc.config().embed_dim, enc.config().n_freq()) {
+        bail!("{e} (encoder {})", super::model::name(&args.model));
     }
     if !head.trained {
         eprintln!("warning: the head is untrained; its tags mean nothing");

@@ -55,7 +55,7 @@ pub fn enroll(head: &Head, name: &str, new: &[f32], cfg: ProbeConfig) -> Result<
     y.extend(std::iter::repeat_n(class, new.len() / dim));
     let probe = Probe::fit(&x, &y, dim, labels.len(), cfg);
     let (sx, sy) = support_subset(&x, &y, dim, SUPPORT_PER_CLASS);
-    let mut out = probe.to_head(labels);
+    let mut out = probe.to_head(labels, head.pool);
     out.support = sx;
     out.support_labels = sy;
     Ok(out)
@@ -64,6 +64,7 @@ pub fn enroll(head: &Head, name: &str, new: &[f32], cfg: ProbeConfig) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::pooling::Pooling;
 
     fn blobs(centres: &[usize], per: usize, dim: usize, seed: u32) -> (Vec<f32>, Vec<usize>) {
         let mut s = seed;
@@ -87,7 +88,7 @@ mod tests {
         let dim = 6;
         let (x, y) = blobs(&[0, 1, 2], 40, dim, 1);
         let probe = Probe::fit(&x, &y, dim, 3, ProbeConfig::default());
-        let mut head = probe.to_head(vec!["a".into(), "b".into(), "c".into()]);
+        let mut head = probe.to_head(vec!["a".into(), "b".into(), "c".into()], Pooling::Mean);
         assert_eq!(
             enroll(&head, "d", &x[..dim], ProbeConfig::default()),
             Err(EnrollError::NoSupport)

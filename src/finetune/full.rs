@@ -18,6 +18,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::windows::ClipWindows;
 use crate::model::head::{Activation, Head};
+use crate::model::pooling::Pooling;
 use crate::model::vit::{key_dropout_bias, Mode};
 use crate::model::{Encoder, EncoderConfig};
 
@@ -84,7 +85,7 @@ pub fn clip_probabilities(
     head: &Head,
     clip: &ClipWindows,
 ) -> candle_core::Result<Vec<f32>> {
-    let pooled = super::windows::embed_windows(enc, clip, 32)?;
+    let pooled = super::windows::embed_windows(enc, clip, 32, head.pool)?;
     let mut mean = vec![0f32; head.classes()];
     let mut p = Vec::with_capacity(head.classes());
     for v in pooled.chunks(head.dim) {
@@ -120,7 +121,7 @@ fn snapshot(vm: &VarMap) -> candle_core::Result<HashMap<String, Tensor>> {
         .collect()
 }
 
-fn head_from(w: &Var, b: &Var, labels: &[String]) -> candle_core::Result<Head> {
+fn head_from(w: &Var, b: &Var, labels: &[String], pool: Pooling) -> candle_core::Result<Head> {
     let (c, d) = w.dims2()?;
     Ok(Head {
         labels: labels.to_vec(),
@@ -133,6 +134,7 @@ fn head_from(w: &Var, b: &Var, labels: &[String]) -> candle_core::Result<Head> {
         support_labels: Vec::new(),
         window_columns: None,
         encoder: None,
+        pool,
     })
 }
 
@@ -148,12 +150,12 @@ pub fn finetune(
     mut on_epoch: impl FnMut(&EpochStats),
 ) -> candle_core::Result<Finetuned> {
     let dev = Device::Cpu;
-    let (c, d) = (init.classes(), cfg.embed_dim);
-    if init.dim != d || c == 0 {
-        candle_core::bail!(
-            "head of dimension {} with {c} classes for a {d}-wide encoder",
-            init.dim
-        );
+    let (c, d, pool) = (init.classes(), init.dim, init.pool);
+    if let Err(e) = init.check_width(cfg.embed_dim, cfg.n_freq()) {
+        candle_core::bail!("{e}");
+    }
+    if c == 0 {
+        candle_core::bail!("a head with no classes cannot be fine-tuned");
     }
     let vm = VarMap::new();
     let mut enc = Encoder::load(VarBuilder::from_varmap(&vm, DType::F32, &dev), cfg)?;
@@ -191,7 +193,7 @@ pub fn finetune(
 
     let evaluate = |enc: &mut Encoder| -> candle_core::Result<(f64, f64)> {
         enc.set_mode(Mode::Inference);
-        let head = head_from(&hw, &hb, &labels_t)?;
+        let head = head_from(&hw, &hb, &labels_t, pool)?;
         let (mut loss, mut right) = (0.0, 0usize);
         for (clip, &y) in val.clips.iter().zip(&val.labels) {
             let p = clip_probabilities(enc, &head, clip)?;
@@ -261,9 +263,10 @@ pub fn finetune(
             } else {
                 None
             };
-            let pooled = enc
-                .forward_with_bias(&x, None, biases.as_deref())?
-                .mean(1)?;
+            let pooled = pool.pool_tensor(
+                &enc.forward_with_bias(&x, None, biases.as_deref())?,
+                cfg.n_freq(),
+            )?;
             let logits = pooled
                 .matmul(&hw.as_tensor().t()?)?
                 .broadcast_add(hb.as_tensor())?;
@@ -306,7 +309,7 @@ pub fn finetune(
     hb.set(&bias)?;
     Ok(Finetuned {
         encoder: enc_best,
-        head: head_from(&hw, &hb, &init.labels)?,
+        head: head_from(&hw, &hb, &init.labels, pool)?,
         best_epoch,
         history,
     })

@@ -2,6 +2,7 @@
 //! Adam. Small enough to run in seconds on a CPU for a few thousand clips.
 
 use crate::model::head::{Activation, Head};
+use crate::model::pooling::Pooling;
 
 #[derive(Debug, Clone)]
 pub struct Probe {
@@ -210,7 +211,8 @@ pub fn fit_validated(
 impl Probe {
     /// The probe as a tagging head on raw pooled embeddings: the standardisation folds into the
     /// weights (`w' = w / std`, `b' = b - w' . mean`), so the head costs one dot product per class.
-    pub fn to_head(&self, labels: Vec<String>) -> Head {
+    /// `pool` is how the embeddings it was fitted on were pooled.
+    pub fn to_head(&self, labels: Vec<String>, pool: Pooling) -> Head {
         let mut weight = vec![0f32; self.classes * self.dim];
         let mut bias = self.bias.clone();
         for c in 0..self.classes {
@@ -231,6 +233,7 @@ impl Probe {
             support_labels: Vec::new(),
             window_columns: None,
             encoder: None,
+            pool,
         }
     }
 }
@@ -348,7 +351,7 @@ mod tests {
         assert!(acc > 0.95 && f1 > 0.95, "{acc} {f1}");
 
         // The folded head gives the probe's probabilities on raw features.
-        let head = p.to_head(vec!["a".into(), "b".into(), "c".into()]);
+        let head = p.to_head(vec!["a".into(), "b".into(), "c".into()], Pooling::Mean);
         let mut out = Vec::new();
         for v in x.chunks(4).take(10) {
             head.scores_into(v, &mut out);

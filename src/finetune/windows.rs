@@ -9,6 +9,7 @@ use candle_core::{Device, Tensor};
 use crate::config::FrontendConfig;
 use crate::frontend::patches::{normalize, patchify};
 use crate::frontend::{LogMel, LogMelExtractor};
+use crate::model::pooling::Pooling;
 use crate::model::Encoder;
 
 /// Patch size in mel bins and frames (AudioMAE / A-JEPA), as the streaming worker uses.
@@ -126,13 +127,16 @@ fn mean(v: &[f32]) -> f32 {
     v.iter().sum::<f32>() / v.len().max(1) as f32
 }
 
-/// Mean-pooled embeddings (`n x D`, row-major) of windows, `batch` windows per forward pass.
+/// Pooled embeddings (`n x pool.dim(D, n_freq)`, row-major) of windows, `batch` windows per
+/// forward pass.
 pub fn embed_windows(
     enc: &Encoder,
     w: &ClipWindows,
     batch: usize,
+    pool: Pooling,
 ) -> Result<Vec<f32>, candle_core::Error> {
-    let mut out = Vec::with_capacity(w.n * enc.config().embed_dim);
+    let cfg = enc.config();
+    let mut out = Vec::with_capacity(w.n * pool.dim(cfg.embed_dim, cfg.n_freq()));
     let l = w.patches_per_window * w.patch_len;
     for start in (0..w.n).step_by(batch.max(1)) {
         let b = batch.max(1).min(w.n - start);
@@ -142,8 +146,7 @@ pub fn embed_windows(
             &Device::Cpu,
         )?;
         out.extend(
-            enc.forward(&x, None)?
-                .mean(1)?
+            pool.pool_tensor(&enc.forward(&x, None)?, cfg.n_freq())?
                 .flatten_all()?
                 .to_vec1::<f32>()?,
         );

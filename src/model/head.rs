@@ -2,7 +2,8 @@
 //! class names. Stored in safetensors (`weight` `[C, D]`, `bias` `[C]`) with the labels, the
 //! activation and whether the head was trained in the metadata. A head may also carry a small
 //! support set of the embeddings it was fitted on (`support` `[M, D]`, `support_labels` `[M]`),
-//! which is what lets `ajepa enroll` add a class later by refitting on the device.
+//! which is what lets `ajepa enroll` add a class later by refitting on the device. The pooling
+//! that makes a window's tokens into the vector the head scores (`pool`) is in the metadata too.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,6 +11,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 
 use super::checkpoint::{load_tensors, save_tensors};
+use super::pooling::Pooling;
 use super::ModelError;
 
 /// How scores become confidences.
@@ -50,6 +52,8 @@ pub struct Head {
     /// The fingerprint of the encoder the head was fitted on (`Encoder::fingerprint`), when
     /// known: its weights only mean something on that encoder's embeddings.
     pub encoder: Option<String>,
+    /// How a window's tokens are pooled into the `dim`-wide vector this head scores.
+    pub pool: Pooling,
 }
 
 impl Head {
@@ -66,11 +70,27 @@ impl Head {
             support_labels: Vec::new(),
             window_columns: None,
             encoder: None,
+            pool: Pooling::Mean,
         }
     }
 
     pub fn classes(&self) -> usize {
         self.labels.len()
+    }
+
+    /// Whether the head fits an encoder of `d`-wide tokens on `n_freq` frequency rows: its width
+    /// must be what its pooling makes of them. `Err` says both widths.
+    pub fn check_width(&self, d: usize, n_freq: usize) -> Result<(), String> {
+        let gives = self.pool.dim(d, n_freq);
+        if self.dim == gives {
+            Ok(())
+        } else {
+            Err(format!(
+                "the head expects {}-wide embeddings; the encoder's {}-pooled windows are {gives} wide",
+                self.dim,
+                self.pool.as_str()
+            ))
+        }
     }
 
     /// Per-class confidences into `out` (no allocation once `out` has the capacity).
@@ -158,6 +178,7 @@ impl Head {
         if let Some(e) = &self.encoder {
             meta.insert("encoder".to_string(), e.clone());
         }
+        meta.insert("pool".to_string(), self.pool.as_str().to_string());
         save_tensors(path, &tensors, meta)
     }
 
@@ -234,6 +255,10 @@ impl Head {
             support,
             support_labels,
             encoder: meta.get("encoder").cloned(),
+            pool: match meta.get("pool") {
+                None => Pooling::Mean,
+                Some(p) => p.parse().map_err(bad)?,
+            },
             window_columns: match meta.get("window_columns") {
                 None => None,
                 Some(w) => Some(w.parse().ok().filter(|&w| w > 0).ok_or_else(|| {
@@ -241,5 +266,39 @@ impl Head {
                 })?),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooling_round_trips_and_old_heads_read_as_mean() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("head.safetensors");
+        let mut head = Head::untrained(2 * 3);
+        head.labels = vec!["a".into()];
+        head.weight = vec![0.5; 6];
+        head.bias = vec![0.1];
+        head.trained = true;
+        head.pool = Pooling::FreqCat;
+        head.save(&path).unwrap();
+        let back = Head::load(&path).unwrap();
+        assert_eq!(back, head);
+        // Its width is what freqcat makes of 3-wide tokens on 2 rows, not of 6-wide ones.
+        assert!(back.check_width(3, 2).is_ok());
+        let e = back.check_width(6, 2).unwrap_err();
+        assert!(e.contains("12 wide"), "{e}");
+
+        // A head file written before heads recorded their pooling: mean-pooled.
+        let (t, mut meta) = load_tensors(&path, &Device::Cpu).unwrap();
+        meta.remove("pool");
+        save_tensors(&path, &t, meta.clone()).unwrap();
+        assert_eq!(Head::load(&path).unwrap().pool, Pooling::Mean);
+        meta.insert("pool".into(), "max".into());
+        save_tensors(&path, &t, meta).unwrap();
+        let e = Head::load(&path).unwrap_err().to_string();
+        assert!(e.contains("unknown pooling `max`"), "{e}");
     }
 }

@@ -14,6 +14,7 @@ pub mod fused;
 pub mod head;
 pub mod open_set;
 pub mod ops;
+pub mod pooling;
 pub mod pos_embed;
 pub mod vit;
 

@@ -360,7 +360,7 @@ fn worker_loop(
     // Everything the loop needs, allocated before it starts.
     let mut buf = vec![0.0f32; (rate / 100) as usize]; // 10 ms at a time
     let labels: Arc<[String]> = pipe.head().labels.clone().into();
-    let (n_mels, dim) = (pipe.n_mels(), pipe.embed_dim());
+    let (n_mels, dim) = (pipe.n_mels(), pipe.pooled_dim());
     for _ in 0..EVENT_CAPACITY + 2 {
         let _ = pool_tx.try_send(HopEvent::with_capacity(labels.clone(), n_mels, dim));
     }

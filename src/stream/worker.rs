@@ -55,7 +55,8 @@ pub struct Hop {
     pub index: u64,
     /// Audio time of the window's end, seconds from the start of the stream.
     pub t_end: f64,
-    /// Mean-pooled embedding `[D]`.
+    /// The window's pooled embedding, as the head scores it (`[D]`, or `[n_freq * D]` for a
+    /// `freqcat` head).
     pub pooled: Vec<f32>,
     /// Smoothed per-class scores.
     pub scores: Vec<f32>,
@@ -174,12 +175,7 @@ impl Pipeline {
                 cfg.window_columns * ecfg.n_freq()
             ));
         }
-        if head.dim != ecfg.embed_dim {
-            return Err(format!(
-                "the head expects {}-wide embeddings, the encoder gives {}",
-                head.dim, ecfg.embed_dim
-            ));
-        }
+        head.check_width(ecfg.embed_dim, ecfg.n_freq())?;
         if ecfg.n_mels != fe_cfg.n_mels {
             return Err(format!(
                 "the encoder expects {} mel bins, the front end makes {}",
@@ -209,7 +205,7 @@ impl Pipeline {
                 .scratch_threads(cfg.threads)
                 .map_err(|e| format!("starting the encoder's second thread: {e}"))?,
             out: Hop {
-                pooled: vec![0.0; ecfg.embed_dim],
+                pooled: vec![0.0; head.dim],
                 scores: vec![0.0; n_classes],
                 on: Vec::with_capacity(n_classes),
                 off: Vec::with_capacity(n_classes),
@@ -250,8 +246,10 @@ impl Pipeline {
         self.n_mels
     }
 
-    pub fn embed_dim(&self) -> usize {
-        self.encoder.config().embed_dim
+    /// The width of a hop's pooled embedding: the head's (`[D]`, or `[n_freq * D]` for a
+    /// freqcat head), which is what the event buffers are sized for.
+    pub fn pooled_dim(&self) -> usize {
+        self.head.dim
     }
 
     pub fn frames(&self) -> u64 {
@@ -393,7 +391,13 @@ impl Pipeline {
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         let slot = &mut self.thread_ms[two as usize];
         *slot = Some(slot.map_or(ms, |m| 0.8 * m + 0.2 * ms));
-        out.pooled.copy_from_slice(&self.scratch.pooled);
+        let (d, n_freq) = (
+            self.encoder.config().embed_dim,
+            self.encoder.config().n_freq(),
+        );
+        self.head
+            .pool
+            .pool_into(self.scratch.output(), d, n_freq, &mut out.pooled);
         self.head.scores_into(&out.pooled, &mut self.raw);
         let a = self.cfg.smoothing;
         out.on.clear();
