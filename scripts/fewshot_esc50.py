@@ -14,7 +14,7 @@ ESC-50 style CSV (train fold 1, test fold 4) and runs `ajepa eval` on it with a 
 log-mel statistics and random-init baselines, same clips, same protocol.
 
     python3 scripts/fewshot_esc50.py --model models/default/encoder.safetensors [--full] [--pick first|distinct]
-        [--probe] [--work /tmp/fewshot]
+        [--pool freqcat|mean] [--probe] [--work /tmp/fewshot]
 """
 
 import argparse
@@ -37,6 +37,8 @@ def main():
     ap.add_argument("--full", action="store_true", help="fine-tune the encoder too (finetune --full)")
     ap.add_argument("--pick", choices=["first", "distinct"], default="first",
                     help="first: the first five clips by file name; distinct: five source recordings")
+    ap.add_argument("--pool", choices=["freqcat", "mean"], default="freqcat",
+                    help="the head's pooling (finetune --pool): freqcat (the default) or mean")
     ap.add_argument("--probe", action="store_true",
                     help="also `ajepa eval` the same split (linear probe on whole clips, both baselines)")
     args = ap.parse_args()
@@ -99,7 +101,8 @@ def main():
             sys.exit(f"eval failed ({probe.returncode}): {probe.stderr[-1000:]}")
 
     head_dir = os.path.join(args.work, "head")
-    cmd = [args.ajepa, "finetune", "--model", args.model, "--folders", train_dir, "--out", head_dir]
+    cmd = [args.ajepa, "finetune", "--model", args.model, "--folders", train_dir, "--out", head_dir,
+           "--pool", args.pool]
     if args.full:
         cmd.append("--full")
     fit = subprocess.run(cmd, capture_output=True, text=True)
@@ -132,7 +135,7 @@ def main():
             per_class[truth][0] += 1
     acc = correct / len(test)
     print(json.dumps({
-        "model": args.model, "full": args.full, "shots": args.shots, "pick": args.pick, "classes": classes,
+        "model": args.model, "full": args.full, "pool": args.pool, "shots": args.shots, "pick": args.pick, "classes": classes,
         "test_clips": len(test), "accuracy": acc,
         "per_class": {c: f"{per_class[c][0]}/{per_class[c][1]}" for c in classes},
     }))

@@ -124,7 +124,7 @@ fn the_ui_renders_tags_stats_and_the_untrained_flag() {
                 .collect::<String>()
         })
         .collect();
-    assert!(rows.contains("UNKNOWN sound"), "{rows}");
+    assert!(rows.contains("UNKNOWN: unlike every tag"), "{rows}");
 }
 
 #[test]
@@ -168,6 +168,65 @@ fn a_slow_encoder_skips_hops_but_loses_no_samples() {
         "consumed {} s of 3 s",
         s.audio_s
     );
+}
+
+/// Space pauses a file replay itself (issue 16): the file waits and resumes where it stopped, so
+/// a paused run computes every hop an unpaused one does. The level is the hop's RMS in dBFS: the
+/// 0.3-amplitude sine reads 20 log10(0.3 / sqrt 2) = -13.5 dBFS.
+#[test]
+fn pausing_a_file_replay_waits_and_loses_nothing() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let wav = tone_wav(dir.path(), 2.0);
+    let run = |pause: bool| -> (usize, Vec<f32>) {
+        let session = Session::start(
+            Source::File {
+                path: wav.clone(),
+                fast: false,
+            },
+            2.0,
+            |rate| {
+                Pipeline::new(
+                    PipelineConfig::default(),
+                    &FrontendConfig::default(),
+                    rate,
+                    tiny(),
+                    Head::untrained(64),
+                )
+            },
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let mut state = 0; // 0 playing, 1 paused, 2 resumed
+        let mut levels = Vec::new();
+        loop {
+            match session.events.recv_timeout(Duration::from_millis(50)) {
+                Ok(Event::Hop(h)) => {
+                    levels.push(h.level_db);
+                    session.recycle(h);
+                }
+                Ok(Event::Ended(_)) => break,
+                Ok(Event::Stats(_)) | Err(_) => {}
+            }
+            let t = started.elapsed().as_secs_f64();
+            if pause && state == 0 && t > 0.5 {
+                session.paused.store(true, Ordering::Relaxed);
+                state = 1;
+            } else if state == 1 && t > 1.5 {
+                session.paused.store(false, Ordering::Relaxed);
+                state = 2;
+            }
+            assert!(t < 20.0, "the session did not end");
+        }
+        (levels.len(), levels)
+    };
+    let (plain, levels) = run(false);
+    let (paused, _) = run(true);
+    assert!(plain > 0);
+    assert_eq!(paused, plain, "hops with a pause / without");
+    for l in levels {
+        assert!((l + 13.5).abs() < 0.3, "level {l} dBFS");
+    }
 }
 
 #[test]

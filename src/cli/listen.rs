@@ -191,6 +191,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         window_s: window_columns as f64 * 0.16,
         hop_s: hop_columns as f64 * 0.16,
+        freq_range_hz: (fe.f_min, fe.f_max),
         precision,
         kernels,
     };
@@ -224,6 +225,8 @@ pub struct SessionInfo {
     pub source: String,
     pub window_s: f64,
     pub hop_s: f64,
+    /// The mel bands' range (the spectrogram's frequency axis).
+    pub freq_range_hz: (f64, f64),
     /// The encoder's arithmetic (f32 or int8) and the CPU kernels it runs on.
     pub precision: Precision,
     pub kernels: String,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use audio_jepa::stream::session::{Event, Session};
 use audio_jepa::ui::{render, App};
-use crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind};
+use crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
 
 use super::listen::SessionInfo;
 
@@ -35,6 +35,11 @@ fn event_loop(
         source: info.source,
         untrained: info.untrained,
         threshold,
+        truecolor: std::env::var("COLORTERM")
+            .is_ok_and(|v| v.eq_ignore_ascii_case("truecolor") || v.eq_ignore_ascii_case("24bit")),
+        freq_range_hz: Some(info.freq_range_hz),
+        hop_s: info.hop_s,
+        window_s: info.window_s,
         ..App::default()
     };
     let deadline = seconds.map(|s| Instant::now() + Duration::from_secs_f64(s));
@@ -53,8 +58,17 @@ fn event_loop(
         if event::poll(Duration::from_millis(50))? {
             if let TermEvent::Key(k) = event::read()? {
                 if k.kind == KeyEventKind::Press {
+                    // Raw mode turns Ctrl-C into a key, not a signal: it quits like q.
+                    if k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL) {
+                        break;
+                    }
+                    if app.help {
+                        app.help = false;
+                        continue;
+                    }
                     match k.code {
                         KeyCode::Char('q') | KeyCode::Esc => break,
+                        KeyCode::Char('?') | KeyCode::Char('h') => app.help = true,
                         KeyCode::Char(' ') => {
                             app.paused = !app.paused;
                             session.paused.store(app.paused, Ordering::Relaxed);

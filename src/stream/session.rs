@@ -169,6 +169,8 @@ pub struct Session {
     _mic: Option<capture::Capture>,
     /// Threshold changes from the UI.
     pub threshold_tx: Sender<f32>,
+    /// Pauses the session: a file replay waits where it is; live capture is discarded while
+    /// paused (the microphone cannot wait).
     pub paused: Arc<AtomicBool>,
     recycle: Sender<HopEvent>,
 }
@@ -208,14 +210,23 @@ fn feed_file(
     mut prod: SampleProducer,
     fast: bool,
     rate: u32,
-    stop: Arc<AtomicBool>,
+    (stop, paused): (Arc<AtomicBool>, Arc<AtomicBool>),
     counters: Arc<RingCounters>,
 ) {
     let chunk = (rate / 100) as usize; // 10 ms
-    let start = Instant::now();
+    let mut start = Instant::now();
     for (i, c) in samples.chunks(chunk).enumerate() {
         if stop.load(Ordering::Relaxed) {
             return;
+        }
+        // A paused replay waits here and resumes where it stopped (a microphone cannot wait:
+        // there the worker discards what it hears while paused).
+        if paused.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            while paused.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            start += t.elapsed();
         }
         if fast {
             // Not a real-time thread: wait for room rather than drop.
@@ -290,8 +301,9 @@ impl Session {
                 let (prod, cons, counters) = sample_ring((16_000.0 * ring_seconds) as usize);
                 let done = Arc::new(AtomicBool::new(false));
                 let (st, d, c) = (stop.clone(), done.clone(), counters.clone());
+                let pz = paused.clone();
                 threads.push(std::thread::spawn(move || {
-                    feed_file(audio.samples, prod, fast, 16_000, st, c);
+                    feed_file(audio.samples, prod, fast, 16_000, (st, pz), c);
                     d.store(true, Ordering::Release);
                 }));
                 (None, None, 16_000, cons, counters, done, fast)
@@ -301,7 +313,11 @@ impl Session {
         let (tx, rx) = bounded::<Event>(EVENT_CAPACITY);
         let (recycle_tx, recycle_rx) = bounded::<HopEvent>(EVENT_CAPACITY + 2);
         let (th_tx, th_rx) = bounded::<f32>(16);
-        let (st, pz) = (stop.clone(), paused.clone());
+        // The worker discards audio while paused only when it is live: a file's feeder waits.
+        let (st, pz) = match mic {
+            Some(_) => (stop.clone(), paused.clone()),
+            None => (stop.clone(), Arc::new(AtomicBool::new(false))),
+        };
         let spare = recycle_tx.clone();
         threads.push(std::thread::spawn(move || {
             IN_WORKER.with(|w| w.set(true));

@@ -69,7 +69,8 @@ pub struct Hop {
     pub off: Vec<usize>,
     /// Encoder + head time for this hop.
     pub compute_ms: f64,
-    /// Mean log-mel energy of the window's newest column (10 log10 of the mean power), dB.
+    /// RMS level of the audio since the previous hop, dBFS (a full-scale square wave is 0, a
+    /// full-scale sine -3; digital silence -100).
     pub level_db: f32,
     /// The newest hop's frames averaged per mel bin (`n_mels` values), for a spectrogram view.
     pub column: Vec<f32>,
@@ -136,6 +137,9 @@ pub struct Pipeline {
     frames: u64,
     /// Frames since the last hop.
     since_hop: usize,
+    /// Sum of squares and count of the 16 kHz samples since the last hop (the level).
+    sq_sum: f64,
+    sq_n: u64,
     patches: Vec<f32>,
     smoothed: Vec<f32>,
     active: Vec<bool>,
@@ -226,6 +230,8 @@ impl Pipeline {
             window: vec![0.0; window_frames * n_mels],
             frames: 0,
             since_hop: 0,
+            sq_sum: 0.0,
+            sq_n: 0,
             patches: Vec::with_capacity(window_frames * n_mels),
             smoothed: vec![0.0; n_classes],
             active: vec![false; n_classes],
@@ -273,6 +279,8 @@ impl Pipeline {
         // Pieces of at most one frame shift, so each yields at most one frame and a due hop
         // sees exactly the frames up to its end.
         for piece in samples.chunks(self.fe_cfg.hop_length().max(1)) {
+            self.sq_sum += piece.iter().map(|&s| s as f64 * s as f64).sum::<f64>();
+            self.sq_n += piece.len() as u64;
             let (window, n_mels, wf) = (&mut self.window, self.n_mels, self.window_frames);
             let mut new_frames = 0usize;
             self.fbank.push(piece, |t, frame| {
@@ -309,15 +317,13 @@ impl Pipeline {
         }
         let have = self.frames as usize;
         // The quietest frame pads the window (as `clip_windows` picks it, by mean log-mel
-        // energy); the loudest sets the hop's level, the sound's rather than the padding's.
+        // energy); the hop's level is the sound's (every sample so far), not the padding's.
         let energy = |i: usize| self.window[i * n..(i + 1) * n].iter().sum::<f32>() / n as f32;
-        let (mut quiet, mut loudest) = (0, f32::NEG_INFINITY);
+        let mut quiet = 0;
         for i in 0..have {
-            let e = energy(i);
-            if e < energy(quiet) {
+            if energy(i) < energy(quiet) {
                 quiet = i;
             }
-            loudest = loudest.max(e);
         }
         for slot in have..self.window_frames {
             self.window
@@ -328,7 +334,6 @@ impl Pipeline {
         self.frames = wf;
         let ok = self.hop();
         if ok {
-            self.out.level_db = 10.0 * loudest / std::f32::consts::LN_10;
             on_hop(&self.out);
         }
         ok
@@ -373,13 +378,10 @@ impl Pipeline {
                 *c += v / self.hop_frames as f32;
             }
         }
-        out.level_db = {
-            // The newest column's mean log-mel energy, as a rough level.
-            let last = ((self.frames - 1) % wf) as usize;
-            let f = &self.window[last * n..(last + 1) * n];
-            let mean_ln = f.iter().sum::<f32>() / f.len() as f32;
-            10.0 * mean_ln / std::f32::consts::LN_10
-        };
+        // RMS of the samples since the last hop (a skipped hop's included), in dBFS.
+        let ms = self.sq_sum / self.sq_n.max(1) as f64;
+        out.level_db = (10.0 * ms.max(1e-10).log10()) as f32;
+        (self.sq_sum, self.sq_n) = (0.0, 0);
         let t0 = Instant::now();
         if self
             .encoder
