@@ -282,6 +282,9 @@ pub struct StreamConfig {
     pub latency_budget_ms: f64,
     /// Default tag threshold.
     pub threshold: f32,
+    /// Hops quieter than this (RMS of their audio, dBFS) are silence: no tag turns on. A quiet
+    /// room through a laptop microphone reads about -60 to -50; -120 turns the gate off.
+    pub silence_dbfs: f32,
 }
 
 impl Default for StreamConfig {
@@ -295,6 +298,7 @@ impl Default for StreamConfig {
             ring_seconds: 2.0,
             latency_budget_ms: 50.0,
             threshold: 0.5,
+            silence_dbfs: -60.0,
         }
     }
 }
@@ -354,6 +358,15 @@ impl StreamConfig {
             return Err(invalid(
                 "stream.threshold",
                 format!("{} not in (0, 1)", self.threshold),
+            ));
+        }
+        if !(-120.0..=0.0).contains(&self.silence_dbfs) {
+            return Err(invalid(
+                "stream.silence_dbfs",
+                format!(
+                    "{} dBFS (-120 to 0; -120 turns the gate off)",
+                    self.silence_dbfs
+                ),
             ));
         }
         Ok(())

@@ -31,6 +31,8 @@ pub struct App {
     pub ended: bool,
     /// The newest window is unlike the top class's examples (the open-set check).
     pub unknown: bool,
+    /// The newest hop is below the silence gate.
+    pub silent: bool,
     /// The `?` overlay is shown.
     pub help: bool,
     /// The terminal shows 24-bit colour (`COLORTERM=truecolor`); otherwise the spectrogram
@@ -58,6 +60,7 @@ impl App {
             .collect();
         self.level_db = h.level_db;
         self.unknown = h.unknown;
+        self.silent = h.silent;
         self.last_hop = Some((h.hop, h.compute_ms, h.capture_to_tag_ms));
         if self.spectrogram.len() == HISTORY {
             self.spectrogram.pop_front();
@@ -324,13 +327,13 @@ pub fn render(f: &mut Frame, app: &App) {
 }
 
 fn tags_panel(f: &mut Frame, area: Rect, app: &App) {
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .title(if app.unknown {
-            " UNKNOWN: unlike every tag's examples ".to_string()
-        } else {
-            format!(" tags (smoothed; on >= {:.2}) ", app.threshold)
-        });
+    let block = Block::default().borders(Borders::ALL).title(if app.silent {
+        " SILENCE: too quiet to tag ".to_string()
+    } else if app.unknown {
+        " UNKNOWN: unlike every tag's examples ".to_string()
+    } else {
+        format!(" tags (smoothed; on >= {:.2}) ", app.threshold)
+    });
     let inner = block.inner(area);
     f.render_widget(block, area);
     if app.scores.is_empty() {
@@ -426,6 +429,7 @@ fn help_overlay(f: &mut Frame, app: &App) {
             app.threshold
         )),
         Line::from("  UNKNOWN  the window is unlike the top tag's examples"),
+        Line::from("  SILENCE  the hop is below --silence-dbfs: no tag turns on"),
         Line::from("  log-mel  the mel bands, one column per hop, newest right"),
         Line::from("  level    RMS of the newest hop's audio, dBFS"),
     ];

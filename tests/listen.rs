@@ -76,6 +76,7 @@ fn the_ui_renders_tags_stats_and_the_untrained_flag() {
         labels: vec!["rain".to_string(), "dog".to_string()].into(),
         scores: vec![(1, 0.91), (0, 0.12)],
         unknown: false,
+        silent: false,
         similarity: 0.5,
         tags_on: vec![1],
         tags_off: vec![],
@@ -227,6 +228,93 @@ fn pausing_a_file_replay_waits_and_loses_nothing() {
     for l in levels {
         assert!((l + 13.5).abs() < 0.3, "level {l} dBFS");
     }
+}
+
+/// The silence gate: a head that always says "beep" (a sigmoid of a large bias) tags the tone,
+/// and the digital silence after it turns the tag off instead of keeping it on (a linear head
+/// names a class for silence too). Without the gate the tag stays on to the end.
+#[test]
+fn silence_turns_tags_off_and_is_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("beep-then-silence.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&path, spec).unwrap();
+    for i in 0..16_000 * 4 {
+        let on = i < 24_000;
+        let v = if on {
+            (i as f32 * 0.2).sin() * 8000.0
+        } else {
+            0.0
+        };
+        w.write_sample(v as i16).unwrap();
+    }
+    w.finalize().unwrap();
+    let run = |gate: Option<f32>| -> Vec<(bool, f32, Vec<usize>, Vec<usize>)> {
+        let mut head = Head::untrained(64);
+        head.labels = vec!["beep".into()];
+        head.weight = vec![0.0; 64];
+        head.bias = vec![5.0];
+        head.trained = true;
+        let session = Session::start(
+            Source::File {
+                path: path.clone(),
+                fast: true,
+            },
+            2.0,
+            |rate| {
+                Pipeline::new(
+                    PipelineConfig {
+                        silence_dbfs: gate,
+                        ..PipelineConfig::default()
+                    },
+                    &FrontendConfig::default(),
+                    rate,
+                    tiny(),
+                    head.clone(),
+                )
+            },
+        )
+        .unwrap();
+        let mut hops = Vec::new();
+        while let Ok(ev) = session.events.recv_timeout(Duration::from_secs(20)) {
+            match ev {
+                Event::Hop(h) => {
+                    hops.push((h.silent, h.level_db, h.tags_on.clone(), h.tags_off.clone()));
+                    session.recycle(h);
+                }
+                Event::Ended(_) => break,
+                Event::Stats(_) => {}
+            }
+        }
+        hops
+    };
+    let gated = run(Some(-60.0));
+    assert!(
+        gated[0].2 == vec![0],
+        "the tone turns the tag on: {:?}",
+        gated[0]
+    );
+    let first_silent = gated.iter().position(|h| h.0).expect("a silent hop");
+    for (silent, level, _, _) in &gated {
+        assert_eq!(*silent, *level < -60.0, "level {level} dBFS");
+    }
+    assert!(
+        gated[first_silent..first_silent + 3]
+            .iter()
+            .any(|h| h.3 == vec![0]),
+        "the tag turns off within three silent hops: {gated:?}"
+    );
+    let open = run(None);
+    assert!(open.iter().all(|h| !h.0));
+    assert!(
+        open.iter().all(|h| h.3.is_empty()),
+        "without the gate the tag stays on"
+    );
 }
 
 #[test]

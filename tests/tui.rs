@@ -49,6 +49,7 @@ fn hop(k: u64) -> HopEvent {
             .into(),
         scores: (0..10).map(|c| (c, 0.9 - 0.08 * c as f32)).collect(),
         unknown: false,
+        silent: false,
         similarity: 0.5,
         tags_on: if k == 0 { vec![0] } else { vec![] },
         tags_off: vec![],
@@ -185,6 +186,18 @@ fn the_status_comes_before_the_model_path_and_help_lists_the_keys() {
             "help: `{needle}` missing\n{screen}"
         );
     }
+}
+
+#[test]
+fn a_silent_hop_says_so_over_the_tags() {
+    let mut a = running();
+    let mut h = hop(40);
+    h.silent = true;
+    h.level_db = -91.0;
+    a.on_hop(&h);
+    let screen = text(&draw(&a, 80, 24));
+    assert!(screen.contains("SILENCE: too quiet to tag"), "{screen}");
+    assert!(screen.contains("-91.0 dBFS"), "{screen}");
 }
 
 #[test]

@@ -52,6 +52,10 @@ pub struct Args {
     /// Always answer with one of the head's classes (no "unknown")
     #[arg(long)]
     pub no_unknown: bool,
+    /// Hops quieter than this (RMS, dBFS) are silence: no tag turns on, tags that were on turn
+    /// off (default: the profile's, -60; -120 turns the gate off)
+    #[arg(long, allow_hyphen_values = true)]
+    pub silence_dbfs: Option<f32>,
     /// Ring capacity in seconds of audio
     #[arg(long)]
     pub ring_seconds: Option<f64>,
@@ -73,6 +77,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let window_columns = args.window_columns.unwrap_or(sc.window_columns);
     let hop_columns = args.hop_columns.unwrap_or(sc.hop_columns);
     let threshold = args.threshold.unwrap_or(sc.threshold);
+    let silence_dbfs = args.silence_dbfs.unwrap_or(sc.silence_dbfs);
+    if !(-120.0..=0.0).contains(&silence_dbfs) {
+        bail!("--silence-dbfs {silence_dbfs}: give -120 (no gate) to 0");
+    }
     let ring_seconds = args.ring_seconds.unwrap_or(sc.ring_seconds);
     let unknown_quantile = super::unknown_quantile(args.unknown_quantile, args.no_unknown)?;
     // candle reads its thread count once, at its first operation.
@@ -157,6 +165,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         threshold,
         threads: sc.threads.clamp(1, 2),
         unknown_quantile,
+        silence_dbfs: (silence_dbfs > -120.0).then_some(silence_dbfs),
         ..PipelineConfig::default()
     };
     let source = match &args.input {
@@ -284,7 +293,13 @@ fn run_lines(
                         "{:8.2} {:6.1}  {}{}  [{}]",
                         h.t_audio_s,
                         h.level_db,
-                        if h.unknown { "unknown; nearest: " } else { "" },
+                        if h.silent {
+                            "silence; "
+                        } else if h.unknown {
+                            "unknown; nearest: "
+                        } else {
+                            ""
+                        },
                         tags.join(", "),
                         on.join(", ")
                     )?;
@@ -294,7 +309,7 @@ fn run_lines(
                         "{}",
                         serde_json::json!({"type": "hop", "hop": h.hop, "t_audio_s": h.t_audio_s,
                             "compute_ms": h.compute_ms, "capture_to_tag_ms": h.capture_to_tag_ms,
-                            "level_db": h.level_db, "top": top, "unknown": h.unknown,
+                            "level_db": h.level_db, "top": top, "unknown": h.unknown, "silent": h.silent,
                             "similarity": (!h.similarity.is_nan()).then_some(h.similarity),
                             "tags_on": on, "tags_off": off})
                     )?;

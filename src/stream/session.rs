@@ -55,6 +55,7 @@ pub struct HopEvent {
     pub compute_ms: f64,
     /// From the window's newest sample entering the ring to the tags being ready.
     pub capture_to_tag_ms: f64,
+    /// RMS level of the audio since the previous hop, dBFS.
     pub level_db: f32,
     /// The head's class names (shared, not copied per hop).
     pub labels: Arc<[String]>,
@@ -62,6 +63,8 @@ pub struct HopEvent {
     pub scores: Vec<(usize, f32)>,
     /// The window is unlike the top class's training examples (the open-set check).
     pub unknown: bool,
+    /// The hop's audio is below the silence gate: no tag turns on.
+    pub silent: bool,
     /// Its similarity to the top class's prototype (NaN without the check).
     pub similarity: f32,
     /// Classes that switched on / off at this hop.
@@ -85,6 +88,7 @@ impl HopEvent {
             level_db: 0.0,
             scores: Vec::with_capacity(c),
             unknown: false,
+            silent: false,
             similarity: f32::NAN,
             tags_on: Vec::with_capacity(c),
             tags_off: Vec::with_capacity(c),
@@ -124,6 +128,7 @@ impl HopEvent {
         self.scores
             .sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         self.unknown = h.unknown;
+        self.silent = h.silent;
         self.similarity = h.similarity;
         self.tags_on.clear();
         self.tags_on.extend_from_slice(&h.on);

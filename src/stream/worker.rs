@@ -32,6 +32,11 @@ pub struct PipelineConfig {
     /// The open-set check (`model::open_set`) at this quantile: a hop whose window is unlike
     /// the top class's training examples is flagged unknown. `None`: no check.
     pub unknown_quantile: Option<f32>,
+    /// A hop whose audio is quieter than this (RMS, dBFS) is silence: its scores count as zero,
+    /// so no tag turns on and tags that were on decay and turn off, and it is not checked
+    /// against the classes (a linear head names a class for digital silence too: the built-in
+    /// one said "dog 0.98"). `None`: no gate.
+    pub silence_dbfs: Option<f32>,
 }
 
 impl Default for PipelineConfig {
@@ -44,6 +49,7 @@ impl Default for PipelineConfig {
             smoothing: 0.5,
             threads: 1,
             unknown_quantile: None,
+            silence_dbfs: Some(-60.0),
         }
     }
 }
@@ -62,6 +68,8 @@ pub struct Hop {
     pub scores: Vec<f32>,
     /// The window is unlike the top class's training examples (the open-set check).
     pub unknown: bool,
+    /// The hop's audio is below the silence gate (`PipelineConfig::silence_dbfs`).
+    pub silent: bool,
     /// Its similarity to the top class's prototype (NaN without the check).
     pub similarity: f32,
     /// Classes that switched on / off at this hop.
@@ -220,7 +228,7 @@ impl Pipeline {
             open_set: cfg
                 .unknown_quantile
                 .and_then(|q| OpenSet::from_head(&head, q)),
-            open_set_scratch: Vec::with_capacity(ecfg.embed_dim),
+            open_set_scratch: Vec::with_capacity(head.dim),
             encoder,
             head,
             patch,
@@ -382,6 +390,7 @@ impl Pipeline {
         let ms = self.sq_sum / self.sq_n.max(1) as f64;
         out.level_db = (10.0 * ms.max(1e-10).log10()) as f32;
         (self.sq_sum, self.sq_n) = (0.0, 0);
+        out.silent = self.cfg.silence_dbfs.is_some_and(|g| out.level_db < g);
         let t0 = Instant::now();
         if self
             .encoder
@@ -401,6 +410,9 @@ impl Pipeline {
             .pool
             .pool_into(self.scratch.output(), d, n_freq, &mut out.pooled);
         self.head.scores_into(&out.pooled, &mut self.raw);
+        if out.silent {
+            self.raw.fill(0.0);
+        }
         let a = self.cfg.smoothing;
         out.on.clear();
         out.off.clear();
@@ -420,6 +432,7 @@ impl Pipeline {
         }
         out.scores.copy_from_slice(&self.smoothed);
         (out.unknown, out.similarity) = match &self.open_set {
+            Some(_) if out.silent => (false, f32::NAN),
             Some(os) => {
                 let top = (0..self.smoothed.len())
                     .max_by(|&a, &b| self.smoothed[a].total_cmp(&self.smoothed[b]))
