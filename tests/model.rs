@@ -19,6 +19,23 @@ fn patches(b: usize, n: usize) -> Tensor {
     Tensor::randn(0f32, 1.0, (b, n, 256), &Device::Cpu).unwrap()
 }
 
+/// Saving where nothing can be written says so (it said "cannot read") and leaves no file.
+#[test]
+fn a_save_that_cannot_write_says_so() {
+    let cfg = EncoderConfig::preset("tiny").unwrap();
+    let (_, tensors) = random_encoder(&cfg);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-such-folder/enc.safetensors");
+    let e = save_encoder(&path, &tensors, &cfg).unwrap_err();
+    let msg = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+    assert!(
+        msg.contains("no-such-folder/enc.safetensors: cannot write"),
+        "{msg}"
+    );
+    assert!(msg.contains("No such file or directory"), "{msg}");
+    assert!(!path.exists());
+}
+
 #[test]
 fn save_load_round_trip_gives_the_same_output() {
     let cfg = EncoderConfig::preset("tiny").unwrap();

@@ -183,14 +183,14 @@ pub fn save_encoder_quantized(
         safetensors::tensor::serialize(raw.iter().map(|(k, v)| (k.as_str(), v)), Some(metadata))
             .map_err(|e| bad(e.to_string()))?;
     write_atomically(path, |w| std::io::Write::write_all(w, &bytes)).map_err(|source| {
-        ModelError::Io {
+        ModelError::Write {
             path: path.to_path_buf(),
             source,
         }
     })?;
     let cfg_path = config_path(path);
     write_atomically(&cfg_path, |w| std::io::Write::write_all(w, json.as_bytes())).map_err(
-        |source| ModelError::Io {
+        |source| ModelError::Write {
             path: cfg_path.clone(),
             source,
         },
@@ -305,7 +305,7 @@ pub fn save_tensors(
         }
     })?;
     write_atomically(path, |w| std::io::Write::write_all(w, &bytes)).map_err(|source| {
-        ModelError::Io {
+        ModelError::Write {
             path: path.to_path_buf(),
             source,
         }
@@ -391,7 +391,7 @@ pub fn save_encoder(
     save_tensors(path, tensors, metadata)?;
     let cfg_path = config_path(path);
     write_atomically(&cfg_path, |w| std::io::Write::write_all(w, json.as_bytes())).map_err(
-        |source| ModelError::Io {
+        |source| ModelError::Write {
             path: cfg_path.clone(),
             source,
         },

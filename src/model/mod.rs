@@ -35,6 +35,12 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path}: cannot write")]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}: malformed model config")]
     ConfigJson {
         path: std::path::PathBuf,
