@@ -27,6 +27,61 @@ fn clip(dir: &Path, name: &str, hz: f32, seconds: f32, seed: u32) -> PathBuf {
     path
 }
 
+/// `ajepa bench` times the built-in encoder by default with the profile's settings, gives a
+/// verdict against the profile's budget, and writes a shareable report (issue 16, item 6):
+/// version, OS, CPU, cores and time, no raw embeddings.
+#[test]
+fn bench_reports_the_built_in_encoder_against_the_profile_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("report.md");
+    let out = common::ajepa([
+        "bench".as_ref(),
+        "--profile".as_ref(),
+        "jetson-orin-nano".as_ref(),
+        "--repeat".as_ref(),
+        "2".as_ref(),
+        "--json".as_ref(),
+        "--markdown".as_ref(),
+        md.as_os_str(),
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for key in ["version", "os", "cores", "timestamp_utc", "cpu"] {
+        assert!(!r[key].is_null(), "{key} missing: {out}");
+    }
+    assert_eq!(r["profile"], "jetson-orin-nano");
+    assert_eq!(r["encoder"]["model"], "default");
+    // The profile's 8-column window and int8 arithmetic.
+    assert_eq!(r["encoder"]["patches"], 64);
+    assert_eq!(
+        r["verdict"]["runtime"]
+            .as_str()
+            .map(|s| s.starts_with("engine q8")),
+        Some(true)
+    );
+    assert_eq!(r["verdict"]["budget_ms"], 100.0);
+    assert!(!out.contains("pooled"), "raw embeddings in the report");
+    let text = std::fs::read_to_string(&md).unwrap();
+    for needle in [
+        "# ajepa bench",
+        "| cores |",
+        "## Encoder per hop",
+        "## Verdict",
+    ] {
+        assert!(text.contains(needle), "`{needle}` missing:\n{text}");
+    }
+    // A report never replaces a file of another kind.
+    let wav = clip(dir.path(), "x.wav", 440.0, 0.5, 1);
+    let before = std::fs::read(&wav).unwrap();
+    let o = common::ajepa_cmd()
+        .args(["bench", "--frontend-only", "--repeat", "1", "--markdown"])
+        .arg(&wav)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a .md file"));
+    assert_eq!(std::fs::read(&wav).unwrap(), before);
+}
+
 #[test]
 fn every_command_takes_the_built_in_model() {
     let dir = tempfile::tempdir().unwrap();

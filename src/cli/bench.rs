@@ -1,8 +1,13 @@
-//! `ajepa bench`: the front end's cost per second of audio, offline and streaming, one thread.
+//! `ajepa bench`: what one hop of live tagging costs on this machine, and whether it fits the
+//! profile's latency budget.
 //!
 //! Runs on any machine, no microphone needed: it reads a file (or synthesises a deterministic
-//! signal), then times the offline extractor over the whole signal and the streaming front end
-//! fed in chunks, reporting medians, per-hop latency percentiles and heap allocations per push.
+//! signal), times the offline extractor over the whole signal and the streaming front end fed in
+//! chunks (medians, per-push latency percentiles, heap allocations per push), then the encoder
+//! (the built-in one unless `--model` names another) per hop through candle and the engine's
+//! f32 and int8 kernels, with the window and threads of the profile. The verdict compares the
+//! profile's runtime (f32 or int8) at p99 with the profile's budget; `--markdown` and `--json`
+//! write a report to share, with the version, OS, CPU, cores and time (no raw embeddings).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -32,16 +37,23 @@ pub struct Args {
     /// Profile: a TOML file, or a name in firmware-config/
     #[arg(long)]
     profile: Option<PathBuf>,
-    /// Also time the encoder per hop: an encoder file, `default` (the built-in model) or a
+    /// The encoder to time per hop: an encoder file, `default` (the built-in model) or a
     /// preset name (`edge`, `small`, ...: random weights of that shape)
+    #[arg(long, default_value = "default")]
+    model: String,
+    /// Time the front end only
+    #[arg(long, conflicts_with_all = ["patches"])]
+    frontend_only: bool,
+    /// Encoder window in patch columns (default: the profile's; 6 = 0.96 s, 48 patches)
     #[arg(long)]
-    model: Option<String>,
-    /// Encoder window in patch columns (6 = 0.96 s, 48 patches)
-    #[arg(long, default_value_t = 6)]
-    window_columns: usize,
-    /// Threads for the encoder (candle's pool; the engine uses 1 or 2; the front end 1)
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
+    window_columns: Option<usize>,
+    /// Threads for the encoder (default: the profile's; candle's pool; the engine uses 1 or 2;
+    /// the front end 1)
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Also write the report as Markdown to this file (a new file, or one this command wrote)
+    #[arg(long)]
+    markdown: Option<PathBuf>,
     /// Encode this window instead of a random one: a float32 .npy of `[patches, patch_len]`
     /// (e.g. from `ajepa embed --patches-out`), to compare the outputs with another runtime
     #[arg(long)]
@@ -50,6 +62,16 @@ pub struct Args {
 
 #[derive(Debug, Serialize)]
 struct Report {
+    /// `ajepa` version.
+    version: &'static str,
+    /// OS and architecture (and the distribution and kernel where known).
+    os: String,
+    /// Logical cores the OS reports.
+    cores: usize,
+    /// When the report was made, UTC (ISO 8601).
+    timestamp_utc: String,
+    /// The profile whose window, threads, arithmetic and budget were used.
+    profile: String,
     cpu: String,
     cpu_features: Vec<&'static str>,
     threads: usize,
@@ -72,6 +94,23 @@ struct Report {
     /// Peak resident memory of this process (Linux `VmHWM`), MiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     peak_memory_mib: Option<f64>,
+    /// The profile's runtime against its latency budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verdict: Option<Verdict>,
+    /// Why the figures may not hold (noisy timings).
+    warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Verdict {
+    /// The runtime the profile uses (`engine f32` or `engine q8`).
+    runtime: String,
+    /// One hop at p99: the front end for a hop of audio + the encoder + the head, ms.
+    hop_p99_ms: f64,
+    budget_ms: f64,
+    within_budget: bool,
+    /// Compute per hop (p50) over the hop's audio.
+    real_time_factor: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -105,7 +144,8 @@ struct RuntimeReport {
     best_ms: f64,
     /// Heap allocations per hop after warm-up.
     allocations_per_hop: f64,
-    /// The pooled embedding of the window (for checks against a reference).
+    /// The pooled embedding of the window (for the int8-against-f32 check; not reported).
+    #[serde(skip)]
     pooled: Vec<f32>,
 }
 
@@ -387,14 +427,37 @@ fn peak_memory_mib() -> Option<f64> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.repeat > 0, "--repeat must be at least 1");
     anyhow::ensure!(args.chunk > 0, "--chunk must be at least 1 sample");
-    anyhow::ensure!(args.threads > 0, "--threads must be at least 1");
-    anyhow::ensure!(
-        args.window_columns > 0,
-        "--window-columns must be at least 1"
-    );
-    // candle sizes its thread pool at its first operation.
-    std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
     let profile = super::load_profile(args.profile.as_deref())?;
+    let sc = &profile.stream;
+    let threads = args.threads.unwrap_or(sc.threads);
+    let window_columns = args.window_columns.unwrap_or(sc.window_columns);
+    anyhow::ensure!(
+        (1..=256).contains(&threads),
+        "--threads {threads}: 1 to 256"
+    );
+    anyhow::ensure!(
+        (1..=audio_jepa::tagging::MAX_COLUMNS).contains(&window_columns),
+        "--window-columns {window_columns}: 1 to {}",
+        audio_jepa::tagging::MAX_COLUMNS
+    );
+    if let (Some(md), Some(input)) = (&args.markdown, &args.input) {
+        anyhow::ensure!(
+            !super::same_file(md, input),
+            "--markdown {} is the input audio",
+            md.display()
+        );
+    }
+    if let Some(md) = &args.markdown {
+        // Never replace a file of another kind (an audio file, a model) with a report.
+        if md.exists() && md.extension().is_none_or(|e| e != "md") {
+            anyhow::bail!(
+                "--markdown {} exists and is not a .md file: give a new file name",
+                md.display()
+            );
+        }
+    }
+    // candle sizes its thread pool at its first operation.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let cfg = &profile.frontend;
     let (samples, input) = match &args.input {
         Some(path) => {
@@ -462,6 +525,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (cpu, cpu_features) = cpu_info();
     let streaming = stat(stream_runs);
     let mut report = Report {
+        version: env!("CARGO_PKG_VERSION"),
+        os: os_info(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        timestamp_utc: utc_now(),
+        profile: profile.name.clone().unwrap_or_else(|| {
+            args.profile
+                .as_ref()
+                .map_or("default".into(), |p| p.display().to_string())
+        }),
+        verdict: None,
+        warnings: Vec::new(),
         cpu,
         cpu_features,
         threads: 1,
@@ -479,15 +553,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         allocations_per_push: allocs as f64 / pushes.max(1) as f64,
         peak_memory_mib: None,
-        encoder: match &args.model {
-            Some(m) => Some(bench_encoder(
-                m,
-                args.window_columns,
-                args.threads,
+        encoder: if args.frontend_only {
+            None
+        } else {
+            Some(bench_encoder(
+                &args.model,
+                window_columns,
+                threads,
                 args.repeat,
                 args.patches.as_deref(),
-            )?),
-            None => None,
+            )?)
         },
     };
     let fe_ms_per_hop = report.streaming_ms_per_audio_s.median * 0.16;
@@ -499,13 +574,171 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         e.real_time_factor_q8 =
             (fe_ms_per_hop + q8.map_or(0.0, |r| r.per_hop_ms.p50) + e.head_us.p50 / 1e3) / 160.0;
     }
+    if let Some(e) = &report.encoder {
+        let want = if sc.quantization == audio_jepa::config::Quantization::F32 {
+            "engine f32"
+        } else {
+            "engine q8"
+        };
+        if let Some(r) = e.runtimes.iter().find(|r| r.runtime.starts_with(want)) {
+            let hop_ms = sc.hop_columns as f64 * 160.0;
+            let fe_hop = report.streaming_ms_per_audio_s.median * hop_ms / 1e3;
+            let p99 = fe_hop + r.per_hop_ms.p99 + e.head_us.p99 / 1e3;
+            report.verdict = Some(Verdict {
+                runtime: r.runtime.clone(),
+                hop_p99_ms: p99,
+                budget_ms: sc.latency_budget_ms,
+                within_budget: p99 <= sc.latency_budget_ms,
+                real_time_factor: (fe_hop + r.per_hop_ms.p50 + e.head_us.p50 / 1e3) / hop_ms,
+            });
+        }
+        for r in e
+            .runtimes
+            .iter()
+            .filter(|r| r.runtime.starts_with("engine"))
+        {
+            let spread = r.per_hop_ms.p95 / r.per_hop_ms.p50;
+            if spread > 2.0 {
+                report.warnings.push(format!(
+                    "{}: p95 is {spread:.1}x p50 ({:.2} against {:.2} ms): the machine was busy or changed speed during the run; close other programs or raise --repeat, and compare ratios rather than times",
+                    r.runtime, r.per_hop_ms.p95, r.per_hop_ms.p50
+                ));
+            }
+        }
+    }
     report.peak_memory_mib = peak_memory_mib();
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print_table(&report);
     }
+    if let Some(md) = &args.markdown {
+        audio_jepa::arrays::write_atomically(md, |w| {
+            std::io::Write::write_all(w, markdown(&report).as_bytes())
+        })
+        .map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", md.display()))?;
+        if !args.json {
+            println!("report written to {}", md.display());
+        }
+    }
     Ok(())
+}
+
+/// The report as Markdown, for an issue or a wiki page.
+fn markdown(r: &Report) -> String {
+    let mut s = format!(
+        "# ajepa bench\n\n| | |\n|---|---|\n| ajepa | {} |\n| when (UTC) | {} |\n| OS | {} |\n| CPU | {} ({}) |\n| cores | {} |\n| profile | {} |\n| input | {} ({:.2} s of audio), {} repetitions |\n",
+        r.version,
+        r.timestamp_utc,
+        r.os,
+        r.cpu,
+        r.cpu_features.join(" "),
+        r.cores,
+        r.profile,
+        r.input,
+        r.audio_seconds,
+        r.repeat
+    );
+    s += &format!(
+        "\n## Front end (one thread)\n\n| stage | median | best |\n|---|---:|---:|\n| offline, ms per s of audio | {:.4} | {:.4} |\n| streaming by {}, ms per s of audio | {:.4} | {:.4} |\n\nPush latency p50 / p95 / p99: {:.2} / {:.2} / {:.2} us; heap allocations per push {:.3}.\n",
+        r.offline_ms_per_audio_s.median,
+        r.offline_ms_per_audio_s.best,
+        r.chunk,
+        r.streaming_ms_per_audio_s.median,
+        r.streaming_ms_per_audio_s.best,
+        r.push_latency_us.p50,
+        r.push_latency_us.p95,
+        r.push_latency_us.p99,
+        r.allocations_per_push
+    );
+    if let Some(e) = &r.encoder {
+        s += &format!(
+            "\n## Encoder per hop ({}, {} x {}, {} patches, batch 1)\n\n| runtime | kernels | threads | p50 ms | p95 ms | p99 ms | best ms | allocations per hop |\n|---|---|---:|---:|---:|---:|---:|---:|\n",
+            e.model, e.width, e.depth, e.patches
+        );
+        for t in &e.runtimes {
+            s += &format!(
+                "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} |\n",
+                t.runtime,
+                t.isa,
+                t.threads,
+                t.per_hop_ms.p50,
+                t.per_hop_ms.p95,
+                t.per_hop_ms.p99,
+                t.best_ms,
+                t.allocations_per_hop
+            );
+        }
+        s += &format!(
+            "\nint8 against f32: cosine {:.5}. Head (freqcat pooling, 10 classes): p50 {:.2} us.\n",
+            e.q8_cosine_to_f32, e.head_us.p50
+        );
+    }
+    if let Some(v) = &r.verdict {
+        s += &format!(
+            "\n## Verdict\n\n{}: one hop at p99 takes {:.2} ms against the profile's budget of {:.0} ms: **{}**; real-time factor {:.4}.\n",
+            v.runtime,
+            v.hop_p99_ms,
+            v.budget_ms,
+            if v.within_budget { "within budget" } else { "over budget" },
+            v.real_time_factor
+        );
+    }
+    for w in &r.warnings {
+        s += &format!("\n> warning: {w}\n");
+    }
+    s
+}
+
+/// `linux x86_64 (Debian GNU/Linux 12, kernel 6.1.0)`, as far as the OS says.
+fn os_info() -> String {
+    let mut s = format!("{} {}", std::env::consts::OS, std::env::consts::ARCH);
+    let pretty = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_string())
+        });
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .map(|k| k.trim().to_string());
+    match (pretty, kernel) {
+        (Some(p), Some(k)) => s += &format!(" ({p}, kernel {k})"),
+        (Some(p), None) => s += &format!(" ({p})"),
+        (None, Some(k)) => s += &format!(" (kernel {k})"),
+        (None, None) => {}
+    }
+    s
+}
+
+/// The current time, UTC, as `YYYY-MM-DDTHH:MM:SSZ`.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    utc_from_unix(secs)
+}
+
+/// Days since 1970-01-01 to a civil date (H. Hinnant's `civil_from_days`).
+fn utc_from_unix(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn print_table(r: &Report) {
@@ -541,7 +774,7 @@ fn print_table(r: &Report) {
     );
     if let Some(e) = &r.encoder {
         println!(
-            "encoder {} ({} x {}), {} patches, batch 1, per hop incl. mean pooling:",
+            "encoder {} ({} x {}), {} patches, batch 1, per hop:",
             e.model, e.width, e.depth, e.patches
         );
         println!(
@@ -582,5 +815,34 @@ fn print_table(r: &Report) {
     }
     if let Some(m) = r.peak_memory_mib {
         println!("peak resident memory {m:.1} MiB");
+    }
+    if let Some(v) = &r.verdict {
+        println!(
+            "verdict ({} profile, {}): one hop at p99 {:.2} ms, budget {:.0} ms: {}",
+            r.profile,
+            v.runtime,
+            v.hop_p99_ms,
+            v.budget_ms,
+            if v.within_budget {
+                "within budget"
+            } else {
+                "OVER BUDGET"
+            }
+        );
+    }
+    for w in &r.warnings {
+        println!("warning: {w}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_from_unix;
+
+    #[test]
+    fn utc_dates_exact() {
+        assert_eq!(utc_from_unix(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_from_unix(951_825_600), "2000-02-29T12:00:00Z");
+        assert_eq!(utc_from_unix(1_796_162_347), "2026-12-01T21:59:07Z");
     }
 }
