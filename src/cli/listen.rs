@@ -62,7 +62,8 @@ pub struct Args {
     /// Stop after this many seconds
     #[arg(long)]
     pub seconds: Option<f64>,
-    /// With --json: also write every hop's mean-pooled embedding, [hops, width], to this .npy
+    /// With --json: also write every hop's embedding, pooled as the head pools, to this .npy
+    /// ([hops, 192] for a mean-pooled head like the built-in one, [hops, 1536] for freqcat)
     #[arg(long, requires = "json")]
     pub embeddings_out: Option<PathBuf>,
     /// Front-end profile (name in firmware-config/ or a path)

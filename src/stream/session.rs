@@ -72,7 +72,7 @@ pub struct HopEvent {
     pub tags_off: Vec<usize>,
     /// The newest hop's log-mel column (mean per mel bin), for the scrolling spectrogram.
     pub spectrum: Vec<f32>,
-    /// The window's mean-pooled embedding.
+    /// The window's embedding, pooled as the head pools (`model::pooling`).
     pub pooled: Vec<f32>,
 }
 
