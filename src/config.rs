@@ -303,6 +303,21 @@ impl Default for StreamConfig {
     }
 }
 
+/// The range of a silence gate setting, dBFS; its bottom (-120) turns the gate off.
+pub const SILENCE_DBFS: std::ops::RangeInclusive<f32> = -120.0..=0.0;
+
+/// The gate a `silence_dbfs` setting asks for (`None`: no gate, at the bottom of
+/// [`SILENCE_DBFS`]); an error outside the range.
+pub fn silence_gate(dbfs: f32) -> Result<Option<f32>, ConfigError> {
+    if !SILENCE_DBFS.contains(&dbfs) {
+        return Err(invalid(
+            "stream.silence_dbfs",
+            format!("{dbfs} dBFS (-120 to 0; -120 turns the gate off)"),
+        ));
+    }
+    Ok((dbfs > *SILENCE_DBFS.start()).then_some(dbfs))
+}
+
 impl StreamConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=64).contains(&self.window_columns) {
@@ -360,15 +375,7 @@ impl StreamConfig {
                 format!("{} not in (0, 1)", self.threshold),
             ));
         }
-        if !(-120.0..=0.0).contains(&self.silence_dbfs) {
-            return Err(invalid(
-                "stream.silence_dbfs",
-                format!(
-                    "{} dBFS (-120 to 0; -120 turns the gate off)",
-                    self.silence_dbfs
-                ),
-            ));
-        }
+        silence_gate(self.silence_dbfs)?;
         Ok(())
     }
 }

@@ -92,15 +92,7 @@ fn the_ui_renders_tags_stats_and_the_untrained_flag() {
     };
     let mut term = Terminal::new(TestBackend::new(110, 32)).unwrap();
     term.draw(|f| render(f, &app)).unwrap();
-    let buf = term.backend().buffer().clone();
-    let text: String = (0..buf.area.height)
-        .map(|y| {
-            (0..buf.area.width)
-                .map(|x| buf[(x, y)].symbol().to_string())
-                .collect::<String>()
-                + "\n"
-        })
-        .collect();
+    let text = common::screen(term.backend().buffer());
     for needle in [
         "UNTRAINED",
         "dog 0.91",
@@ -117,14 +109,7 @@ fn the_ui_renders_tags_stats_and_the_untrained_flag() {
     // A window unlike every class's examples (the open-set check) says so.
     app.unknown = true;
     term.draw(|f| render(f, &app)).unwrap();
-    let buf = term.backend().buffer().clone();
-    let rows: String = (0..buf.area.height)
-        .map(|y| {
-            (0..buf.area.width)
-                .map(|x| buf[(x, y)].symbol().to_string())
-                .collect::<String>()
-        })
-        .collect();
+    let rows = common::screen(term.backend().buffer());
     assert!(rows.contains("UNKNOWN: unlike every tag"), "{rows}");
 }
 

@@ -3,6 +3,8 @@
 //! the axes), 120 x 36; "warming up" before the first hop instead of measurements of nothing;
 //! the help overlay; the status ahead of a long model path; the 256-colour fallback.
 
+mod common;
+
 use audio_jepa::stream::session::{HopEvent, Stats};
 use audio_jepa::ui::{render, App};
 use ratatui::backend::TestBackend;
@@ -64,17 +66,6 @@ fn draw(app: &App, w: u16, h: u16) -> Buffer {
     term.backend().buffer().clone()
 }
 
-fn text(buf: &Buffer) -> String {
-    (0..buf.area.height)
-        .map(|y| {
-            (0..buf.area.width)
-                .map(|x| buf[(x, y)].symbol().to_string())
-                .collect::<String>()
-                + "\n"
-        })
-        .collect()
-}
-
 fn running() -> App {
     let mut a = app();
     for k in 0..40 {
@@ -94,7 +85,7 @@ fn running() -> App {
 fn every_tag_the_keys_and_the_axes_fit_at_80x24_and_120x36() {
     let a = running();
     for (w, h) in [(80, 24), (120, 36)] {
-        let screen = text(&draw(&a, w, h));
+        let screen = common::screen(&draw(&a, w, h));
         for (c, name) in CLASSES.iter().enumerate() {
             let needle = format!("{name} {:.2}", 0.9 - 0.08 * c as f32);
             assert!(
@@ -130,7 +121,7 @@ fn a_long_list_of_tags_says_how_many_are_not_shown() {
     a.scores = (0..30)
         .map(|c| (format!("class{c}"), 0.5 - 0.01 * c as f32))
         .collect();
-    let screen = text(&draw(&a, 80, 24));
+    let screen = common::screen(&draw(&a, 80, 24));
     // 10 rows: 9 tags and a line for the other 21.
     assert!(screen.contains("class8 0.42"), "{screen}");
     assert!(!screen.contains("class9 "), "{screen}");
@@ -140,7 +131,7 @@ fn a_long_list_of_tags_says_how_many_are_not_shown() {
 #[test]
 fn before_the_first_hop_the_screen_says_warming_up_not_zeros() {
     let a = app();
-    let screen = text(&draw(&a, 80, 24));
+    let screen = common::screen(&draw(&a, 80, 24));
     assert!(screen.contains("WARMING UP"), "{screen}");
     assert!(
         screen.contains("the first hop comes after 0.96 s of audio"),
@@ -159,7 +150,11 @@ fn the_status_comes_before_the_model_path_and_help_lists_the_keys() {
     let mut a = running();
     a.paused = true;
     a.untrained = true;
-    let first_line: String = text(&draw(&a, 80, 24)).lines().next().unwrap().to_string();
+    let first_line: String = common::screen(&draw(&a, 80, 24))
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
     let paused = first_line.find("PAUSED").expect("PAUSED on the first line");
     let untrained = first_line
         .find("UNTRAINED")
@@ -174,7 +169,7 @@ fn the_status_comes_before_the_model_path_and_help_lists_the_keys() {
     );
 
     a.help = true;
-    let screen = text(&draw(&a, 80, 24));
+    let screen = common::screen(&draw(&a, 80, 24));
     for needle in [
         "q, Esc, Ctrl-C",
         "a file waits",
@@ -195,7 +190,7 @@ fn a_silent_hop_says_so_over_the_tags() {
     h.silent = true;
     h.level_db = -91.0;
     a.on_hop(&h);
-    let screen = text(&draw(&a, 80, 24));
+    let screen = common::screen(&draw(&a, 80, 24));
     assert!(screen.contains("SILENCE: too quiet to tag"), "{screen}");
     assert!(screen.contains("-91.0 dBFS"), "{screen}");
 }

@@ -33,6 +33,18 @@ pub fn shared_data(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// A terminal screen (ratatui's `TestBackend` buffer) as text, one line per row.
+pub fn screen(buf: &ratatui::buffer::Buffer) -> String {
+    (0..buf.area.height)
+        .map(|y| {
+            (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol().to_string())
+                .collect::<String>()
+                + "\n"
+        })
+        .collect()
+}
+
 /// Deterministic noise in [-0.5, 0.5).
 pub fn noise(n: usize, seed: u32) -> Vec<f32> {
     let mut s = seed.wrapping_add(0x9e37_79b9);
