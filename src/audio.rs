@@ -136,21 +136,21 @@ struct WavHeader {
     open_ended: bool,
 }
 
-/// The sample rate and length convention of a RIFF/WAVE file from its first 4 KiB (`None` for
+/// The first 4 KiB of a regular file (enough for [`wav_header`]).
+fn file_head(path: &Path) -> Vec<u8> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(4096);
+    if let Ok(f) = File::open(path) {
+        let _ = f.take(4096).read_to_end(&mut head);
+    }
+    head
+}
+
+/// The sample rate and length convention of a RIFF/WAVE file from its first bytes (`None` for
 /// other files): symphonia asserts on a rate of 0 and allocates by the stated rate, so the rate
 /// is checked before it decodes.
-fn wav_header(path: &Path) -> Option<WavHeader> {
-    use std::io::Read;
-    let mut head = [0u8; 4096];
-    let mut f = File::open(path).ok()?;
-    let mut n = 0;
-    while n < head.len() {
-        match f.read(&mut head[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    let head = &head[..n];
+fn wav_header(head: &[u8]) -> Option<WavHeader> {
+    let head = &head[..head.len().min(4096)];
     if head.len() < 12 || &head[0..4] != b"RIFF" || &head[8..12] != b"WAVE" {
         return None;
     }
@@ -181,6 +181,33 @@ fn wav_header(path: &Path) -> Option<WavHeader> {
     })
 }
 
+/// The most bytes read from a pipe or other stream without a length (a regular file of any
+/// size is decoded from disk): 30 minutes of 48 kHz stereo 32-bit audio.
+pub const MAX_STREAM_BYTES: u64 = 1 << 30;
+
+/// Reads a stream without a length whole, refusing one longer than [`MAX_STREAM_BYTES`]
+/// instead of growing without bound.
+fn read_stream(path: &Path, file: File) -> Result<Vec<u8>, AudioError> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    file.take(MAX_STREAM_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| AudioError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if bytes.len() as u64 > MAX_STREAM_BYTES {
+        return Err(AudioError::Unsupported {
+            path: path.to_path_buf(),
+            reason: format!(
+                "a pipe or stream longer than {} MiB; save it to a file first",
+                MAX_STREAM_BYTES >> 20
+            ),
+        });
+    }
+    Ok(bytes)
+}
+
 /// Decodes `path` and downmixes it to mono at the file's own rate.
 pub fn decode_mono(path: &Path) -> Result<Audio, AudioError> {
     // A decoder panic on a malformed file is that file's error, never the caller's crash (a batch
@@ -207,15 +234,27 @@ fn decode_checked(path: &Path) -> Result<Audio, AudioError> {
     if meta.is_dir() {
         return Err(AudioError::NotAFile { path: p() });
     }
-    if meta.len() == 0 {
+    let file = File::open(path).map_err(|source| AudioError::Io { path: p(), source })?;
+    // A named pipe, `/dev/stdin` or a process substitution (`<(sox ...)`) has no length and can
+    // be read once: read it whole, up to a bound, and decode from memory. A regular file is
+    // decoded from disk.
+    let (source, len, head): (Box<dyn symphonia::core::io::MediaSource>, u64, Vec<u8>) =
+        if meta.is_file() {
+            (Box::new(file), meta.len(), file_head(path))
+        } else {
+            let bytes = read_stream(path, file)?;
+            let head = bytes[..bytes.len().min(4096)].to_vec();
+            let n = bytes.len() as u64;
+            (Box::new(std::io::Cursor::new(bytes)), n, head)
+        };
+    if len == 0 {
         return Err(AudioError::EmptyFile { path: p() });
     }
-    let wav = wav_header(path);
+    let wav = wav_header(&head);
     if let Some(h) = wav {
         check_rate(path, h.rate)?;
     }
-    let file = File::open(path).map_err(|source| AudioError::Io { path: p(), source })?;
-    let mss = MediaSourceStream::new(Box::new(file), Default::default());
+    let mss = MediaSourceStream::new(source, Default::default());
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
         hint.with_extension(ext);
@@ -248,7 +287,7 @@ fn decode_checked(path: &Path) -> Result<Audio, AudioError> {
 
     // The header's frame count is a hint only: a tiny file may claim billions of frames. No
     // codec here yields more than ~16 frames per byte (4-bit ADPCM, compressed FLAC is less).
-    let plausible = meta.len().saturating_mul(16);
+    let plausible = len.saturating_mul(16);
     let mut samples: Vec<f32> =
         Vec::with_capacity(params.n_frames.unwrap_or(0).min(plausible).min(1 << 26) as usize);
     let mut sample_rate = params.sample_rate.unwrap_or(0);

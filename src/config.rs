@@ -25,6 +25,13 @@ pub enum ConfigError {
     },
     #[error("invalid setting `{field}`: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// A setting refused in a file: the file, then what is wrong (issue 15: every message names
+    /// the file or setting).
+    #[error("{path}: {inner}")]
+    InFile {
+        path: PathBuf,
+        inner: Box<ConfigError>,
+    },
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -387,7 +394,10 @@ impl Profile {
             path: origin.to_path_buf(),
             source: Box::new(e),
         })?;
-        profile.validate()?;
+        profile.validate().map_err(|e| ConfigError::InFile {
+            path: origin.to_path_buf(),
+            inner: Box::new(e),
+        })?;
         Ok(profile)
     }
 

@@ -9,6 +9,14 @@ use clap::Parser;
 static ALLOC: cli::alloc_count::CountingAlloc = cli::alloc_count::CountingAlloc;
 
 fn main() -> std::process::ExitCode {
+    // Rust ignores SIGPIPE, so a write to a closed pipe (`ajepa listen | head -3`) becomes an
+    // error or a `println!` panic. A command-line tool should end quietly there, as `cat` does:
+    // the reader has all it wanted. Nothing is half-written by it (outputs are written atomically).
+    #[cfg(unix)]
+    // SAFETY: called first in main, before any thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = cli::Cli::parse();
     // symphonia logs every junk byte it skips as a warning; the decode error we report says what
     // matters (RUST_LOG=warn shows them). Colour codes only on a terminal: in a log file they are
@@ -22,9 +30,18 @@ fn main() -> std::process::ExitCode {
         .init();
     match cli::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Elsewhere than Unix a closed stdout is an error; still not the user's problem.
+        Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

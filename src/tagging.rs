@@ -47,13 +47,21 @@ pub struct Verdict {
     /// Classes, best first.
     pub order: Vec<usize>,
     /// The open-set check on the top class: (accepted, similarity, the class's threshold);
-    /// `None` when the tagger has no check.
+    /// `None` when the tagger has no check (or the clip is silent).
     pub known: Option<(bool, f32, f32)>,
+    /// The loudest 160 ms of the clip, dBFS.
+    pub peak_dbfs: f32,
+    /// Even its loudest 160 ms are below the silence gate: no tag (as `listen` shows
+    /// "silence" for such hops); the scores are all zero.
+    pub silent: bool,
 }
 
 impl Verdict {
     /// The top class, unless the open-set check turned it down.
     pub fn accepted(&self) -> Option<usize> {
+        if self.silent {
+            return None;
+        }
         match self.known {
             Some((false, _, _)) => None,
             _ => self.order.first().copied(),
@@ -70,6 +78,7 @@ pub struct ClipTagger {
     ws: WindowSpec,
     head: Head,
     open_set: Option<OpenSet>,
+    silence_dbfs: Option<f32>,
     scores: Vec<f32>,
     embedding: Vec<f32>,
     pooled: Vec<f32>,
@@ -110,8 +119,16 @@ impl ClipTagger {
             pooled: vec![0.0; head.dim],
             os_scratch: Vec::new(),
             open_set,
+            silence_dbfs: None,
             head,
         })
+    }
+
+    /// Clips whose loudest 160 ms are below `dbfs` are silent, with no tag (`listen`'s
+    /// `--silence-dbfs`; digital silence was tagged "dog" at 0.66, issue 15). `None`: no gate.
+    pub fn with_silence_gate(mut self, dbfs: Option<f32>) -> Self {
+        self.silence_dbfs = dbfs;
+        self
     }
 
     pub fn head(&self) -> &Head {
@@ -126,6 +143,18 @@ impl ClipTagger {
     pub fn tag_file(&mut self, path: &Path) -> Result<Verdict, TaggingError> {
         let w = load_clip_windows(path, &mut self.lm, &self.fe, &self.ws)?;
         let c = self.head.labels.len();
+        let peak_dbfs = w.peak_dbfs.unwrap_or(0.0);
+        if self.silence_dbfs.is_some_and(|g| peak_dbfs < g) {
+            return Ok(Verdict {
+                seconds: w.seconds,
+                windows: 0,
+                scores: vec![0.0; c],
+                order: (0..c).collect(),
+                known: None,
+                peak_dbfs,
+                silent: true,
+            });
+        }
         let mut sum = vec![0f32; c];
         self.embedding.iter_mut().for_each(|s| *s = 0.0);
         for i in 0..w.n {
@@ -160,6 +189,8 @@ impl ClipTagger {
             scores: sum,
             order,
             known,
+            peak_dbfs,
+            silent: false,
         })
     }
 }

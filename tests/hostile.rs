@@ -68,6 +68,150 @@ fn absurd_sample_rates_are_clear_errors_not_panics_or_huge_allocations() {
     }
 }
 
+/// Runs `ajepa` to completion and returns its exit status, stderr and peak resident memory in
+/// bytes (the kernel's `ru_maxrss` for that one child, through `wait4`).
+#[cfg(target_os = "linux")]
+fn ajepa_peak_rss(args: &[&std::ffi::OsStr], dir: &Path) -> (i32, String, u64) {
+    let err_path = dir.join("stderr.txt");
+    // Reaped by wait4 below, which std's `wait` cannot replace (it drops the rusage).
+    #[allow(clippy::zombie_processes)]
+    let child = ajepa_cmd()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 reaps only this child, which `child` never waits for.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4 failed");
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    // Linux reports ru_maxrss in KiB.
+    (code, err, usage.ru_maxrss as u64 * 1024)
+}
+
+/// The 1 Hz header once asked for 32 GB and the 4.29 GHz one took 20 GB for 90 s: refused
+/// before anything is allocated for them, the process stays at its usual size.
+#[cfg(target_os = "linux")]
+#[test]
+fn absurd_sample_rates_keep_the_process_small() {
+    let dir = tempfile::tempdir().unwrap();
+    for rate in [1u32, u32::MAX] {
+        let clip = wav(dir.path(), &format!("r{rate}.wav"), rate, 16_000);
+        let out = dir.path().join("f.npy");
+        let (code, err, peak) = ajepa_peak_rss(
+            &[
+                "features".as_ref(),
+                clip.as_os_str(),
+                "--out".as_ref(),
+                out.as_os_str(),
+            ],
+            dir.path(),
+        );
+        assert_eq!(code, 1, "{rate} Hz: {err}");
+        assert!(err.contains(&format!("sample rate of {rate} Hz")), "{err}");
+        assert!(
+            peak < 256 << 20,
+            "{rate} Hz: peak resident memory {} MiB",
+            peak >> 20
+        );
+    }
+}
+
+/// A named pipe (`mkfifo`, `<(sox ...)`, `/dev/stdin`) has no length; it was refused as "file is
+/// empty". It is read whole (up to a bound) and decoded like the file it carries.
+#[cfg(unix)]
+#[test]
+fn a_named_pipe_is_read_like_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = wav(dir.path(), "clip.wav", 16_000, 16_000);
+    let fifo = dir.path().join("pipe.wav");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let bytes = std::fs::read(&clip).unwrap();
+    let writer = {
+        let fifo = fifo.clone();
+        // Opening a FIFO for writing blocks until the reader opens it.
+        std::thread::spawn(move || std::fs::write(fifo, bytes))
+    };
+    let (from_pipe, from_file) = (dir.path().join("pipe.npy"), dir.path().join("file.npy"));
+    for (input, out) in [(&fifo, &from_pipe), (&clip, &from_file)] {
+        let o = ajepa_cmd()
+            .args([
+                "features".as_ref(),
+                input.as_os_str(),
+                "--out".as_ref(),
+                out.as_os_str(),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    writer.join().unwrap().unwrap();
+    assert_eq!(
+        std::fs::read(&from_pipe).unwrap(),
+        std::fs::read(&from_file).unwrap()
+    );
+}
+
+/// `ajepa listen --input F | head -1`: the reader closes the pipe after one line. The writer
+/// ends quietly, as `cat` would, without "error: Broken pipe" or a `println!` panic.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough that listen's lines overflow the pipe's buffer; tag writes a line per clip.
+    let long = wav(dir.path(), "long.wav", 16_000, 16_000 * 120);
+    let short = wav(dir.path(), "short.wav", 16_000, 16_000 * 2);
+    for args in [
+        vec!["listen", "--input", "LONG", "--fast", "--json"],
+        vec!["tag", "SHORT", "SHORT", "SHORT", "SHORT"],
+    ] {
+        let args: Vec<&std::ffi::OsStr> = args
+            .iter()
+            .map(|a| match *a {
+                "LONG" => long.as_os_str(),
+                "SHORT" => short.as_os_str(),
+                a => a.as_ref(),
+            })
+            .collect();
+        let mut child = ajepa_cmd()
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        // The reader (and the pipe) is dropped here.
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!first.is_empty(), "{args:?}: no first line; {err}");
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?}; {err}",
+            out.status
+        );
+        assert!(
+            !err.contains("error") && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 #[test]
 fn an_output_that_is_the_input_is_refused_and_the_input_kept() {
     let dir = tempfile::tempdir().unwrap();
@@ -253,4 +397,42 @@ fn no_microphone_is_a_clear_message() {
         err.contains("ajepa devices") && err.contains("--input FILE"),
         "{err}"
     );
+}
+
+/// Digital silence was tagged "dog" at 0.66 by `tag` (issue 15): a clip whose loudest 160 ms are
+/// below the gate gets no tag, as `listen` gates hops; a loud clip is tagged; -120 turns it off.
+#[test]
+fn tag_answers_silence_for_a_silent_clip() {
+    let dir = tempfile::tempdir().unwrap();
+    let silent = riff(
+        dir.path(),
+        "silent.wav",
+        [16, 0x0001_0001, 16_000, 32_000, 0x0010_0002],
+        &vec![0u8; 32_000],
+    );
+    let loud = wav(dir.path(), "loud.wav", 16_000, 16_000);
+    let run = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["tag".as_ref(), "--json".as_ref()];
+        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+        args.extend([silent.as_os_str(), loud.as_os_str()]);
+        let out = ajepa_cmd().args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let gated = run(&[]);
+    assert_eq!(gated[0]["silent"], true, "{}", gated[0]);
+    assert_eq!(gated[0]["top"].as_array().unwrap().len(), 0);
+    assert!(gated[0]["peak_dbfs"].as_f64().unwrap() <= -99.0);
+    assert_eq!(gated[1]["silent"], false, "{}", gated[1]);
+    assert_eq!(gated[1]["top"].as_array().unwrap().len(), 3);
+    let open = run(&["--silence-dbfs", "-120"]);
+    assert_eq!(open[0]["silent"], false);
+    assert_eq!(open[0]["top"].as_array().unwrap().len(), 3);
 }

@@ -56,6 +56,10 @@ pub struct Args {
     /// With --head: no open-set check (every clip gets one of the head's classes)
     #[arg(long, requires = "head")]
     pub(super) no_unknown: bool,
+    /// With --head: a clip whose loudest 160 ms are quieter than this (RMS, dBFS) is silence,
+    /// answered with no class, as `tag` and `listen` gate it (-120 turns the gate off)
+    #[arg(long, default_value_t = -60.0, allow_hyphen_values = true, requires = "head")]
+    pub(super) silence_dbfs: f32,
     /// Arithmetic for the model's embeddings: f32, or q8 (the int8 engine a q8 file runs on;
     /// the default for a file written by `ajepa quantize --type q8|q4`)
     #[arg(long, value_parser = parse_precision)]

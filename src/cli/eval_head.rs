@@ -39,7 +39,8 @@ impl HeadScores {
         let row = truth.unwrap_or(unknown);
         let answer = v.accepted().unwrap_or(unknown);
         self.confusion[row][answer] += 1;
-        if truth.is_some() && truth == v.order.first().copied() {
+        // A silent clip has no top class (its scores are not the head's).
+        if truth.is_some() && !v.silent && truth == v.order.first().copied() {
             self.top_right += 1;
         }
     }
@@ -156,8 +157,10 @@ pub fn run(args: &Args, head_path: &Path) -> anyhow::Result<()> {
     }
     let labels = head.labels.clone();
     let checked = open_set.is_some();
+    let silence_gate = super::silence_gate(args.silence_dbfs)?;
     let mut tagger = ClipTagger::new(&enc, super::model::precision(quant), head, open_set, window)
-        .context("building the tagger")?;
+        .context("building the tagger")?
+        .with_silence_gate(silence_gate);
     let mut scores = HeadScores::new(labels.len());
     let mut skipped = Vec::new();
     for (k, ex) in clips.iter().enumerate() {
@@ -293,6 +296,8 @@ mod tests {
             scores: vec![0.0; order.len()],
             order: order.to_vec(),
             known: known.map(|k| (k, 0.5, 0.4)),
+            peak_dbfs: -20.0,
+            silent: false,
         }
     }
 
@@ -315,5 +320,11 @@ mod tests {
         // once for a stranger).
         assert_eq!(s.per_class(1), (1, 1, 0, 3));
         assert_eq!(s.per_class(0), (3, 1, 1, 1));
+        // A silent clip of class 0 is answered "unknown" and its top class is not counted.
+        let mut silent = verdict(&[0, 1], None);
+        silent.silent = true;
+        s.add(Some(0), &silent);
+        assert_eq!(s.per_class(0), (4, 1, 2, 1));
+        assert_eq!(s.top_right, 3);
     }
 }

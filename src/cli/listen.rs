@@ -79,9 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let hop_columns = args.hop_columns.unwrap_or(sc.hop_columns);
     let threshold = args.threshold.unwrap_or(sc.threshold);
     let silence_dbfs = args.silence_dbfs.unwrap_or(sc.silence_dbfs);
-    let Ok(silence_gate) = audio_jepa::config::silence_gate(silence_dbfs) else {
-        bail!("--silence-dbfs {silence_dbfs}: give -120 (no gate) to 0");
-    };
+    let silence_gate = super::silence_gate(silence_dbfs)?;
     let ring_seconds = args.ring_seconds.unwrap_or(sc.ring_seconds);
     let unknown_quantile = super::unknown_quantile(args.unknown_quantile, args.no_unknown)?;
     // candle reads its thread count once, at its first operation.

@@ -136,6 +136,13 @@ pub fn unknown_quantile(q: f32, off: bool) -> anyhow::Result<Option<f32>> {
     Ok((!off).then_some(q))
 }
 
+/// `--silence-dbfs` of `listen`, `tag` and `eval --head`: the gate below which a hop (or a whole
+/// clip, by its loudest 160 ms) is silence, or `None` at -120 (no gate).
+pub fn silence_gate(dbfs: f32) -> anyhow::Result<Option<f32>> {
+    audio_jepa::config::silence_gate(dbfs)
+        .map_err(|_| anyhow::anyhow!("--silence-dbfs {dbfs}: give -120 (no gate) to 0"))
+}
+
 /// The open-set check `tag` and `eval --head` run on `head` (see [`unknown_quantile`]); says so
 /// when the head keeps no support set to calibrate it on.
 pub fn open_set(

@@ -40,6 +40,10 @@ pub struct Args {
     /// Always answer with one of the head's classes (no "unknown")
     #[arg(long)]
     pub no_unknown: bool,
+    /// A clip whose loudest 160 ms are quieter than this (RMS, dBFS) is silence and gets no
+    /// tag, as `listen` gates its hops (-120 turns the gate off)
+    #[arg(long, default_value_t = -60.0, allow_hyphen_values = true)]
+    pub silence_dbfs: f32,
     /// One JSON object per clip
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -56,6 +60,8 @@ struct Tagged {
     top: Vec<(String, f32)>,
     /// The open-set check on the top class: (passed, similarity, threshold).
     known: Option<(bool, f32, f32)>,
+    peak_dbfs: f32,
+    silent: bool,
 }
 
 fn csv_field(s: &str) -> String {
@@ -98,6 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         super::model::warn_if_other_encoder(&head, &p.display().to_string(), &enc, &args.model)?;
     }
     let open_set = super::open_set(&head, args.unknown_quantile, args.no_unknown)?;
+    let silence_gate = super::silence_gate(args.silence_dbfs)?;
     let mut files = Vec::new();
     for input in &args.inputs {
         if input.is_dir() {
@@ -123,12 +130,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         open_set,
         args.window_columns,
     )
-    .context("building the tagger")?;
+    .context("building the tagger")?
+    .with_silence_gate(silence_gate);
     let out = std::io::stdout();
     let mut out = out.lock();
     let k = args.top.min(labels.len());
     if args.csv {
-        let mut line = String::from("file,seconds,windows,known,similarity");
+        let mut line = String::from("file,seconds,windows,peak_dbfs,silent,known,similarity");
         for i in 1..=k {
             line += &format!(",tag{i},score{i}");
         }
@@ -150,31 +158,49 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             file: file.clone(),
             seconds: v.seconds,
             windows: v.windows,
-            top: v.order[..k]
-                .iter()
-                .map(|&c| (labels[c].clone(), v.scores[c]))
-                .collect(),
+            // A silent clip has no tags (its scores are not the head's).
+            top: if v.silent {
+                Vec::new()
+            } else {
+                v.order[..k]
+                    .iter()
+                    .map(|&c| (labels[c].clone(), v.scores[c]))
+                    .collect()
+            },
             known: v.known,
+            peak_dbfs: v.peak_dbfs,
+            silent: v.silent,
         };
         let unknown = matches!(t.known, Some((false, _, _)));
         let line = if args.json {
             serde_json::json!({"file": t.file, "seconds": t.seconds, "windows": t.windows,
+                "peak_dbfs": t.peak_dbfs, "silent": t.silent,
                 "unknown": unknown, "similarity": t.known.map(|k| k.1), "threshold": t.known.map(|k| k.2),
                 "top": t.top})
             .to_string()
         } else if args.csv {
             let mut l = format!(
-                "{},{:.2},{},{},{}",
+                "{},{:.2},{},{:.1},{},{},{}",
                 csv_field(&t.file.to_string_lossy()),
                 t.seconds,
                 t.windows,
-                !unknown,
+                t.peak_dbfs,
+                t.silent,
+                !unknown && !t.silent,
                 t.known.map_or(String::new(), |k| format!("{:.4}", k.1))
             );
             for (label, s) in &t.top {
                 l += &format!(",{},{s:.4}", csv_field(label));
             }
             l
+        } else if t.silent {
+            format!(
+                "{}  ({:.1} s)  silence (loudest 160 ms at {:.1} dBFS, below the {} dBFS gate)",
+                t.file.display(),
+                t.seconds,
+                t.peak_dbfs,
+                args.silence_dbfs
+            )
         } else {
             let tags: Vec<String> = t.top.iter().map(|(l, s)| format!("{l} {s:.2}")).collect();
             format!(

@@ -58,6 +58,9 @@ pub struct ClipWindows {
     pub data: Vec<f32>,
     /// The clip's length, seconds (before any padding).
     pub seconds: f64,
+    /// The loudest 160 ms of the clip (one patch column, the live tagger's hop), RMS in dBFS,
+    /// as `listen` measures a hop's level; `None` where the samples were not seen.
+    pub peak_dbfs: Option<f32>,
 }
 
 impl ClipWindows {
@@ -120,7 +123,18 @@ pub fn clip_windows(
         patch_len: p.grid.patch_len(),
         data,
         seconds,
+        peak_dbfs: None,
     })
+}
+
+/// The RMS level in dBFS of the loudest run of `hop` samples (the last one may be shorter);
+/// -100 dBFS for digital silence or no samples, the floor `listen` reports.
+pub fn loudest_hop_dbfs(samples: &[f32], hop: usize) -> f32 {
+    let loudest = samples
+        .chunks(hop.max(1))
+        .map(|c| c.iter().map(|&s| (s as f64) * (s as f64)).sum::<f64>() / c.len() as f64)
+        .fold(0f64, f64::max);
+    (10.0 * loudest.max(1e-10).log10()) as f32
 }
 
 fn mean(v: &[f32]) -> f32 {
@@ -168,7 +182,11 @@ pub fn load_clip_windows(
             path: path.to_path_buf(),
         });
     }
-    clip_windows(&spec, fe, ws)
+    let mut w = clip_windows(&spec, fe, ws)?;
+    // One patch column of frames: 16 x 10 ms.
+    let hop = (fe.sample_rate as f64 * fe.frame_shift_ms * 16.0 / 1000.0).round() as usize;
+    w.peak_dbfs = Some(loudest_hop_dbfs(&audio.samples, hop));
+    Ok(w)
 }
 
 #[cfg(test)]
@@ -204,5 +222,17 @@ mod tests {
         let w = clip_windows(&short, &fe, &ws).unwrap();
         assert_eq!(w.n, 1);
         assert_eq!(w.data.len(), 48 * 256);
+    }
+
+    #[test]
+    fn the_loudest_hop_level_is_its_rms_in_dbfs() {
+        // A full-scale square wave is 0 dBFS, a 0.01 one -40 dBFS; digital silence the floor.
+        let mut x = vec![0.0f32; 100];
+        x.extend((0..100).map(|i| if i % 2 == 0 { 0.01 } else { -0.01 }));
+        assert!((loudest_hop_dbfs(&x, 100) + 40.0).abs() < 1e-4);
+        x.extend((0..50).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }));
+        assert!(loudest_hop_dbfs(&x, 100).abs() < 1e-4);
+        assert_eq!(loudest_hop_dbfs(&[0.0; 10], 4), -100.0);
+        assert_eq!(loudest_hop_dbfs(&[], 4), -100.0);
     }
 }

@@ -265,6 +265,11 @@ pub struct RunSection {
     pub rank_warn: f64,
     /// Which encoder `encoder.safetensors` is (both are always saved beside it).
     pub export: ExportEncoder,
+    /// The run whose checkpoint weights this run started from (`pretrain --init`), with fresh
+    /// schedules; `None` for a run from random initialisation. Written by `pretrain`, so a
+    /// run's saved config says where its weights came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
 }
 
 /// `[run] export`: the encoder a run hands to users.
@@ -290,6 +295,7 @@ impl Default for RunSection {
             rank_clips: 64,
             rank_warn: 2.0,
             export: ExportEncoder::Context,
+            init: None,
         }
     }
 }

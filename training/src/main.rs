@@ -110,6 +110,9 @@ fn scan(data: &std::path::Path) -> anyhow::Result<()> {
 fn init(config: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
     let cfg = audio_jepa_training::config::TrainConfig::load(config)?;
     let t = audio_jepa_training::train::Trainer::new(cfg, &candle_core::Device::Cpu)?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     audio_jepa::model::checkpoint::save_encoder(
         out,
         &t.jepa.target_encoder_tensors(),

@@ -15,7 +15,7 @@ use audio_jepa_training::loader::{fixed_batch, Corpus, Loader};
 use audio_jepa_training::plot::write_curves;
 use audio_jepa_training::run_dir;
 use audio_jepa_training::shards::{is_shard_dir, read_shards};
-use audio_jepa_training::train::{Trainer, CHECKPOINT, ENCODER};
+use audio_jepa_training::train::{TrainError, Trainer, CHECKPOINT, ENCODER};
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -35,6 +35,11 @@ pub struct Args {
     /// Continue the run in --out from its checkpoint
     #[arg(long)]
     resume: bool,
+    /// Start a new run from the weights of another run (its folder): encoders and predictor,
+    /// with a fresh optimiser and schedules from their start (continued pretraining on more
+    /// audio, or on your own). The model sections of both configs must match
+    #[arg(long, value_name = "RUN", conflicts_with = "resume")]
+    init: Option<PathBuf>,
     /// Override [optim] steps
     #[arg(long)]
     steps: Option<u64>,
@@ -257,8 +262,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if let Some(s) = args.steps {
             cfg.optim.steps = s;
         }
+        if let Some(init) = &args.init {
+            cfg.run.init = Some(init.display().to_string());
+        }
         cfg.validate()?;
-        Trainer::new(cfg, &dev)?
+        let mut t = Trainer::new(cfg, &dev)?;
+        if let Some(init) = &args.init {
+            t.init_from(init)
+                .with_context(|| format!("--init {}", init.display()))?;
+            eprintln!("starting from the weights of {}", init.display());
+        }
+        t
     };
     if args.resume {
         if let Some(m) = args.minutes {
@@ -383,10 +397,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     "{}",
                     serde_json::json!({"step": step, "event": "stopped", "reason": e.to_string()})
                 );
-                return Err(e).context(format!(
-                    "run {} stopped; resume it from its checkpoint with --resume",
-                    args.out.display()
-                ));
+                let advice = stop_advice(
+                    &args.out,
+                    args.out.join(CHECKPOINT).is_file(),
+                    cfg.run.checkpoint_every,
+                    matches!(
+                        e,
+                        TrainError::NonFinite { .. } | TrainError::Exploding { .. }
+                    ),
+                );
+                return Err(e).context(advice);
             }
         };
         window.1 += batch.batch;
@@ -519,6 +539,29 @@ fn record_rank(
     Ok(())
 }
 
+/// What to do after a run stopped on an error: `--resume` only where a checkpoint exists (a
+/// run that diverged before its first checkpoint has nothing to resume, issue 15), and for a
+/// diverged loss, a lower learning rate, since resuming replays the same steps.
+fn stop_advice(out: &Path, has_checkpoint: bool, checkpoint_every: u64, diverged: bool) -> String {
+    let run = out.display();
+    let lower_lr = if diverged {
+        "; if it diverges again at the same step, lower [optim] lr in its config.toml"
+    } else {
+        ""
+    };
+    if has_checkpoint {
+        format!("run {run} stopped; continue it from its last checkpoint with --resume{lower_lr}")
+    } else if diverged {
+        format!(
+            "run {run} stopped before its first checkpoint (every {checkpoint_every} steps), so there is nothing to resume; start it again in a new --out with a lower [optim] lr"
+        )
+    } else {
+        format!(
+            "run {run} stopped before its first checkpoint (every {checkpoint_every} steps), so there is nothing to resume; start it again in a new --out"
+        )
+    }
+}
+
 /// Loss and rank points already in a run's log (for curves across resumes).
 #[allow(clippy::type_complexity)]
 fn read_curves(path: &Path) -> (Vec<(f64, f64)>, Vec<(f64, f64)>, Vec<(f64, f64)>) {
@@ -543,4 +586,25 @@ fn read_curves(path: &Path) -> (Vec<(f64, f64)>, Vec<(f64, f64)>, Vec<(f64, f64)
         }
     }
     (l, t, p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stop_advice;
+    use std::path::Path;
+
+    #[test]
+    fn a_stop_suggests_resume_only_when_there_is_a_checkpoint() {
+        let out = Path::new("runs/x");
+        let with = stop_advice(out, true, 100, true);
+        assert!(
+            with.contains("--resume") && with.contains("lower [optim] lr"),
+            "{with}"
+        );
+        let without = stop_advice(out, false, 100, true);
+        assert!(!without.contains("with --resume"), "{without}");
+        assert!(without.contains("nothing to resume") && without.contains("every 100 steps"));
+        let killed = stop_advice(out, false, 100, false);
+        assert!(!killed.contains("lr"), "{killed}");
+    }
 }

@@ -250,6 +250,25 @@ impl Trainer {
         Ok(())
     }
 
+    /// Starts this (new) run from the weights of another run's checkpoint: context encoder,
+    /// EMA target and predictor, but a fresh optimiser, step 0 and the schedules from their
+    /// start (a warm restart, as in SGDR; `pretrain --init`). The model shapes must match.
+    /// Continued pretraining on more, or on the user's own, audio starts here.
+    pub fn init_from(&mut self, dir: &Path) -> Result<(), TrainError> {
+        let path = dir.join(CHECKPOINT);
+        let (tensors, meta) = load_tensors(&path, &self.jepa.device)?;
+        let bad = |reason: String| TrainError::Checkpoint {
+            path: path.clone(),
+            reason,
+        };
+        if meta.get("format").map(String::as_str) != Some("audio-jepa-pretrain") {
+            return Err(bad("not an audio-jepa pretraining checkpoint".into()));
+        }
+        self.jepa
+            .load_tensors(&tensors)
+            .map_err(|e| bad(format!("{e} (the model and predictor sections must match)")))
+    }
+
     /// Restores a run from `dir/checkpoint.safetensors`, with the config saved in it.
     pub fn resume(dir: &Path, device: &Device) -> Result<Self, TrainError> {
         let path = dir.join(CHECKPOINT);

@@ -382,3 +382,47 @@ fn a_wall_clock_horizon_drives_the_schedules() {
     let err = cfg.validate().unwrap_err().to_string();
     assert!(err.contains("optim.minutes"), "{err}");
 }
+
+/// `pretrain --init`: a new run takes another run's weights (both encoders and the predictor)
+/// but starts its step, optimiser and schedules afresh; a different model shape is refused.
+#[test]
+fn a_run_can_start_from_another_runs_weights() {
+    let cfg = tiny_config(8);
+    let clips = Corpus::new(synthetic_clips(8), &cfg);
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Trainer::new(cfg.clone(), &Device::Cpu).unwrap();
+    for s in 0..3 {
+        first.train_step(&make_batch(&clips, &cfg, s)).unwrap();
+    }
+    first.save(dir.path()).unwrap();
+
+    let mut second_cfg = cfg.clone();
+    second_cfg.run.seed = 7;
+    let mut second = Trainer::new(second_cfg, &Device::Cpu).unwrap();
+    second.init_from(dir.path()).unwrap();
+    assert_eq!(second.step, 0);
+    let (a, b) = (first.jepa.tensors(), second.jepa.tensors());
+    assert_eq!(a.len(), b.len());
+    for (k, ta) in &a {
+        let diff: f32 = (ta - &b[k])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert_eq!(diff, 0.0, "{k} was not copied");
+    }
+    // It trains on from there (fresh optimiser moments).
+    second.train_step(&make_batch(&clips, &cfg, 0)).unwrap();
+
+    let mut wider = cfg.clone();
+    wider.predictor.embed_dim *= 2;
+    let mut other = Trainer::new(wider, &Device::Cpu).unwrap();
+    let err = other
+        .init_from(dir.path())
+        .expect_err("must fail")
+        .to_string();
+    assert!(err.contains("must match"), "{err}");
+}
