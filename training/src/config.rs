@@ -32,6 +32,12 @@ pub enum TrainConfigError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Masks(#[from] crate::masks::MaskError),
+    /// A config file refused: the file, then what is wrong (issue 15: messages name the file).
+    #[error("{path}: {inner}")]
+    InFile {
+        path: std::path::PathBuf,
+        inner: Box<TrainConfigError>,
+    },
 }
 
 /// `[model]`: a preset, optionally overridden field by field.
@@ -327,7 +333,10 @@ impl TrainConfig {
             path: origin.to_path_buf(),
             source: Box::new(e),
         })?;
-        cfg.validate()?;
+        cfg.validate().map_err(|e| TrainConfigError::InFile {
+            path: origin.to_path_buf(),
+            inner: Box::new(e),
+        })?;
         Ok(cfg)
     }
 

@@ -82,6 +82,13 @@ pub enum MaskError {
     Invalid { field: &'static str, reason: String },
 }
 
+/// Most target blocks per mask (`masks.num_targets`, `masks.tf_num_targets`).
+pub const MAX_TARGETS: usize = 64;
+/// Most draws per block before the constraint is relaxed (`masks.max_tries`).
+pub const MAX_TRIES: usize = 10_000;
+/// Most context patches required (`masks.min_keep`); a 10 s crop has 8 x 64 patches.
+pub const MAX_MIN_KEEP: usize = 4096;
+
 impl MaskConfig {
     pub fn validate(&self) -> Result<(), MaskError> {
         let range = |field: &'static str, (lo, hi): (f64, f64), max: f64| {
@@ -97,10 +104,29 @@ impl MaskConfig {
         range("masks.target_aspect", self.target_aspect, 100.0)?;
         range("masks.context_scale", self.context_scale, 1.0)?;
         range("masks.tf_target_scale", self.tf_target_scale, 1.0)?;
-        if self.num_targets == 0 || self.tf_num_targets == 0 {
+        // Upper bounds (issue 15: a huge count aborted on allocation when the first batch was
+        // drawn, after the data had loaded): I-JEPA draws 4 target blocks, A-JEPA 3 strips.
+        for (field, n) in [
+            ("masks.num_targets", self.num_targets),
+            ("masks.tf_num_targets", self.tf_num_targets),
+        ] {
+            if !(1..=MAX_TARGETS).contains(&n) {
+                return Err(MaskError::Invalid {
+                    field,
+                    reason: format!("{n} target blocks (1 to {MAX_TARGETS})"),
+                });
+            }
+        }
+        if self.max_tries > MAX_TRIES {
             return Err(MaskError::Invalid {
-                field: "masks.num_targets",
-                reason: "need at least one target block".into(),
+                field: "masks.max_tries",
+                reason: format!("{} (at most {MAX_TRIES})", self.max_tries),
+            });
+        }
+        if self.min_keep > MAX_MIN_KEEP {
+            return Err(MaskError::Invalid {
+                field: "masks.min_keep",
+                reason: format!("{} patches (at most {MAX_MIN_KEEP})", self.min_keep),
             });
         }
         if !(0.0..=1.0).contains(&self.c0) {
