@@ -78,6 +78,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let window_columns = args.window_columns.unwrap_or(sc.window_columns);
     let hop_columns = args.hop_columns.unwrap_or(sc.hop_columns);
     let threshold = args.threshold.unwrap_or(sc.threshold);
+    if !(threshold > 0.0 && threshold < 1.0) {
+        bail!("--threshold {threshold}: the smoothed scores lie in (0, 1); give a value between them, e.g. 0.5");
+    }
     let silence_dbfs = args.silence_dbfs.unwrap_or(sc.silence_dbfs);
     let silence_gate = super::silence_gate(silence_dbfs)?;
     let ring_seconds = args.ring_seconds.unwrap_or(sc.ring_seconds);

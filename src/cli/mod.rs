@@ -25,35 +25,50 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "ajepa",
     version,
-    about = "Streaming Audio-JEPA encoder: log-mel features, live tagging, benchmarks"
+    about = "Streaming Audio-JEPA encoder: live sound-event tags, your own sounds from a few clips, benchmarks",
+    after_help = "Start with `ajepa listen` (the microphone) or `ajepa listen --input CLIP`; `ajepa help COMMAND` for details."
 )]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// Commands, in the order a user meets them: tagging, then teaching, then measuring, then tools.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Compute the log-mel spectrogram of an audio file (.npy array and/or PNG image)
-    Features(features::Args),
-    /// Time the front end per second of audio, offline and streaming, on one thread
-    Bench(bench::Args),
-    /// Encode an audio file: token embeddings of every patch (.npy)
-    Embed(embed::Args),
-    /// List audio input devices with their native rates, channels and formats
-    Devices(devices::Args),
-    /// Linear-probe accuracy of an encoder on a labeled CSV, with baselines on the same folds
-    Eval(eval::Args),
-    /// Train a tagging head (linear probe) or fine-tune the encoder on a labeled set
-    Finetune(finetune::Args),
-    /// Add a class to a head from a few clips, so the live tagger recognises it at once
-    Enroll(enroll::Args),
-    /// Store an encoder's weights in f16 or bf16 (half the file), with the embedding change
-    Quantize(quantize::Args),
     /// Live sound-event tags from the microphone (or --input FILE) in the terminal or as JSON
     Listen(listen::Args),
     /// Top tags of whole clips (files or folders), one line each, as text, JSON or CSV
     Tag(tag::Args),
+    /// List audio input devices with their native rates, channels and formats
+    Devices(devices::Args),
+    /// Train a tagging head (linear probe) or fine-tune the encoder on your labeled clips
+    Finetune(finetune::Args),
+    /// Add a class to a head from a few clips, so the live tagger recognises it at once
+    Enroll(enroll::Args),
+    /// Score a head on labeled clips (--head), or linear-probe an encoder against baselines
+    Eval(eval::Args),
+    /// Time one hop of live tagging on this machine (front end, encoder, head) against a profile's budget
+    Bench(bench::Args),
+    /// Compute the log-mel spectrogram of an audio file (.npy array and/or PNG image)
+    Features(features::Args),
+    /// Encode an audio file: token embeddings of every patch (.npy)
+    Embed(embed::Args),
+    /// A smaller encoder file: int8 or 4-bit weights (int8 kernels), or f16/bf16 storage
+    Quantize(quantize::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    ///
+    /// For bash: `ajepa completions bash > ~/.local/share/bash-completion/completions/ajepa`;
+    /// zsh: `ajepa completions zsh > ~/.zfunc/_ajepa` (with ~/.zfunc on fpath); fish:
+    /// `ajepa completions fish > ~/.config/fish/completions/ajepa.fish`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff)
+    ///
+    /// `ajepa man > ~/.local/share/man/man1/ajepa.1`, then `man ajepa`.
+    Man,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -68,6 +83,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Enroll(a) => enroll::run(a),
         Command::Quantize(a) => quantize::run(a),
         Command::Tag(a) => tag::run(a),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "ajepa", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .context("writing the manual page")
+        }
     }
 }
 
