@@ -14,6 +14,7 @@
 pub mod arrays;
 pub mod audio;
 pub mod config;
+pub mod dataset;
 pub mod default_model;
 pub mod engine;
 pub mod frontend;

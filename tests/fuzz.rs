@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use audio_jepa::audio::{decode_mono, AudioError};
-use audio_jepa::finetune::labeled::read_csv;
+use audio_jepa::dataset::read_csv;
 use audio_jepa::frontend::StreamingFbank;
 use audio_jepa::Profile;
 use proptest::prelude::*;

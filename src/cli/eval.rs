@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use audio_jepa::engine::{FastEncoder, Isa, Precision};
-use audio_jepa::finetune::labeled::{parse_where, read_csv_where};
+use audio_jepa::dataset::{parse_where, read_csv_where};
 use audio_jepa::finetune::probe::{fit_validated, scores, Probe, ProbeConfig, L2_GRID};
 use audio_jepa::frontend::patches::{normalize, patchify};
 use audio_jepa::frontend::{LogMel, LogMelExtractor};
@@ -137,7 +137,7 @@ fn pool_tokens(kind: &str, tokens: &[f32], n_freq: usize, d: usize) -> Vec<f32> 
 /// training and the test folds, the same file in both, an empty side, one class only. Repeated
 /// rows within one side are reported, with counts, and kept.
 fn check_splits(
-    used: &[&audio_jepa::finetune::labeled::Example],
+    used: &[&audio_jepa::dataset::Example],
     train_folds: &[u32],
     test_folds: &[u32],
 ) -> anyhow::Result<()> {
@@ -145,7 +145,7 @@ fn check_splits(
     if let Some(f) = train_folds.iter().find(|f| test_folds.contains(f)) {
         bail!("fold {f} is in both --train-folds and --test-folds: the test would score clips the probe was fitted on");
     }
-    let is_train = |e: &&audio_jepa::finetune::labeled::Example| {
+    let is_train = |e: &&audio_jepa::dataset::Example| {
         e.fold.is_some_and(|f| train_folds.contains(&f))
     };
     let train: Vec<_> = used.iter().copied().filter(is_train).collect();
@@ -170,7 +170,7 @@ fn check_splits(
             classes.len()
         );
     }
-    let key = |e: &audio_jepa::finetune::labeled::Example| {
+    let key = |e: &audio_jepa::dataset::Example| {
         e.path.canonicalize().unwrap_or_else(|_| e.path.clone())
     };
     let train_files: HashSet<_> = train.iter().map(|e| key(e)).collect();
@@ -556,7 +556,7 @@ mod tests {
     #[test]
     fn splits_that_would_make_the_accuracy_meaningless_are_refused() {
         use super::check_splits;
-        use audio_jepa::finetune::labeled::Example;
+        use audio_jepa::dataset::Example;
         let ex = |p: &str, class, fold| Example {
             path: p.into(),
             class,

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use audio_jepa::finetune::labeled::{read_csv_where, read_folders, Example};
+use audio_jepa::dataset::{read_csv_where, read_folders, Example};
 use audio_jepa::model::head::Head;
 use audio_jepa::tagging::{ClipTagger, Verdict};
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use audio_jepa::finetune::enroll::SUPPORT_PER_CLASS;
 use audio_jepa::finetune::full::{clip_probabilities, finetune, FinetuneConfig, LabeledClips};
-use audio_jepa::finetune::labeled::{parse_where, read_csv_where, read_folders, LabeledSet};
+use audio_jepa::dataset::{parse_where, read_csv_where, read_folders, LabeledSet};
 use audio_jepa::finetune::probe::{scores, support_subset, Probe, ProbeConfig};
 use audio_jepa::finetune::windows::{embed_windows, load_clip_windows, WindowSpec};
 use audio_jepa::frontend::LogMelExtractor;

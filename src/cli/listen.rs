@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use audio_jepa::engine::{FastEncoder, Isa, Precision};
+
+use super::tui::SessionInfo;
 use audio_jepa::model::head::Head;
 use audio_jepa::stream::session::{Event, Session, Source};
 use audio_jepa::stream::worker::{Pipeline, PipelineConfig};
@@ -225,22 +227,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         super::tui::run(session, info, threshold, args.seconds)
     }
-}
-
-/// What the UI shows about the session.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SessionInfo {
-    pub model: String,
-    pub untrained: bool,
-    pub labels: Vec<String>,
-    pub source: String,
-    pub window_s: f64,
-    pub hop_s: f64,
-    /// The mel bands' range (the spectrogram's frequency axis).
-    pub freq_range_hz: (f64, f64),
-    /// The encoder's arithmetic (f32 or int8) and the CPU kernels it runs on.
-    pub precision: Precision,
-    pub kernels: String,
 }
 
 /// The session as lines on stdout: JSON objects, or with `text` plain lines for people and

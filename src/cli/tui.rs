@@ -5,11 +5,27 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use audio_jepa::engine::Precision;
 use audio_jepa::stream::session::{Event, Session};
 use audio_jepa::ui::{render, App};
 use crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
 
-use super::listen::SessionInfo;
+/// What the UI (and the first JSON line of `listen --json`) shows about the session; `listen`
+/// builds it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    pub model: String,
+    pub untrained: bool,
+    pub labels: Vec<String>,
+    pub source: String,
+    pub window_s: f64,
+    pub hop_s: f64,
+    /// The mel bands' range (the spectrogram's frequency axis).
+    pub freq_range_hz: (f64, f64),
+    /// The encoder's arithmetic (f32 or int8) and the CPU kernels it runs on.
+    pub precision: Precision,
+    pub kernels: String,
+}
 
 pub fn run(
     session: Session,

@@ -3,6 +3,5 @@
 
 pub mod enroll;
 pub mod full;
-pub mod labeled;
 pub mod probe;
 pub mod windows;

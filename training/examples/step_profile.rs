@@ -4,9 +4,10 @@
 
 use std::time::Instant;
 
+use audio_jepa_training::config::LossKind;
 use audio_jepa_training::config::TrainConfig;
 use audio_jepa_training::features::ClipFeatures;
-use audio_jepa_training::jepa::{LossKind, MaskTensors};
+use audio_jepa_training::jepa::MaskTensors;
 use audio_jepa_training::loader::{make_batch, Corpus};
 use audio_jepa_training::train::Trainer;
 use candle_core::{Device, Tensor};

@@ -7,7 +7,6 @@ use audio_jepa::model::{EncoderConfig, ModelError};
 use audio_jepa::FrontendConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::jepa::LossKind;
 use crate::masks::MaskConfig;
 use crate::objective::ObjectiveConfig;
 use crate::predictor::PredictorConfig;
@@ -50,6 +49,16 @@ pub struct ModelSection {
     pub num_heads: Option<usize>,
     /// Initialisation of the patch embedding; see [`PatchInit`].
     pub patch_embed_init: PatchInit,
+}
+
+/// `[optim] loss`: the regression loss between predicted and target latents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// Mean squared error (A-JEPA).
+    Mse,
+    /// Smooth L1 with beta 1 (I-JEPA).
+    SmoothL1,
 }
 
 /// How the patch embedding starts.
@@ -459,7 +468,7 @@ impl TrainConfig {
                 );
             }
             if let Some(w) = &src.where_ {
-                if audio_jepa::finetune::labeled::parse_where(w).is_err() {
+                if audio_jepa::dataset::parse_where(w).is_err() {
                     return invalid(
                         "data.sources.where",
                         format!(

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use audio_jepa::finetune::labeled::RowFilter;
+use audio_jepa::dataset::RowFilter;
 
 pub use audio_jepa::audio::AUDIO_EXTENSIONS;
 
@@ -126,7 +126,7 @@ fn list_csv(
                 continue;
             }
         }
-        let file = audio_jepa::finetune::labeled::resolve_listed_file(base, name)
+        let file = audio_jepa::dataset::resolve_listed_file(base, name)
             .ok_or_else(|| csv_err(format!("{name}: no such file beside the CSV or in audio/")))?;
         files.push(file);
     }

@@ -10,22 +10,11 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
-use crate::config::PatchInit;
+use crate::config::{LossKind, PatchInit};
 use crate::masks::BatchMasks;
 use crate::objective::{jepa_loss, target_latents, Objective};
 use crate::predictor::{Predictor, PredictorConfig};
-
-/// The regression loss between predicted and target latents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LossKind {
-    /// Mean squared error (A-JEPA).
-    Mse,
-    /// Smooth L1 with beta 1 (I-JEPA).
-    SmoothL1,
-}
 
 pub struct Jepa {
     pub enc_cfg: EncoderConfig,

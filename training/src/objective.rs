@@ -16,7 +16,8 @@ use audio_jepa::model::Encoder;
 use candle_core::{DType, Result, Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use crate::jepa::{LossKind, MaskTensors};
+use crate::config::LossKind;
+use crate::jepa::MaskTensors;
 use crate::predictor::Predictor;
 
 /// `[objective]` of a training config. The defaults are I-JEPA's objective.

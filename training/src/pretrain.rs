@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use audio_jepa::finetune::labeled::parse_where;
+use audio_jepa::dataset::parse_where;
 use audio_jepa::FrontendConfig;
 use audio_jepa_training::config::{Precision, SourceSpec, TrainConfig};
 use audio_jepa_training::data::list_audio_where;

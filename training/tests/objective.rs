@@ -2,8 +2,9 @@
 //! single-view losses, multi-layer targets follow data2vec's recipe computed here in plain Rust,
 //! the utterance loss adds the pooled regression, and mixing is log-sum-exp in the power domain.
 
+use audio_jepa_training::config::LossKind;
 use audio_jepa_training::config::PatchInit;
-use audio_jepa_training::jepa::{Jepa, LossKind, MaskTensors};
+use audio_jepa_training::jepa::{Jepa, MaskTensors};
 use audio_jepa_training::loader::{make_batch, mix_student, Corpus};
 use audio_jepa_training::objective::{target_latents, Objective};
 use audio_jepa_training::train::Trainer;

@@ -15,8 +15,9 @@ use std::path::Path;
 
 use audio_jepa::model::checkpoint::load_tensors;
 use audio_jepa::model::EncoderConfig;
+use audio_jepa_training::config::LossKind;
 use audio_jepa_training::config::PatchInit;
-use audio_jepa_training::jepa::{Jepa, LossKind, MaskTensors};
+use audio_jepa_training::jepa::{Jepa, MaskTensors};
 use audio_jepa_training::loader::patchify_into;
 use audio_jepa_training::masks::{BatchMasks, MaskKind};
 use audio_jepa_training::optim::{AdamW, AdamWParams};

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use audio_jepa_training::config::LossKind;
 use audio_jepa_training::config::PatchInit;
 use audio_jepa_training::config::Precision;
 use audio_jepa_training::features::ClipFeatures;
-use audio_jepa_training::jepa::{Jepa, LossKind, MaskTensors};
+use audio_jepa_training::jepa::{Jepa, MaskTensors};
 use audio_jepa_training::loader::{fixed_batch, make_batch, Corpus, Loader};
 use audio_jepa_training::train::Trainer;
 use candle_core::{DType, Device, Tensor};
