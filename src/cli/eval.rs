@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use audio_jepa::engine::{FastEncoder, Isa, Precision};
 use audio_jepa::dataset::{parse_where, read_csv_where};
+use audio_jepa::engine::{FastEncoder, Isa, Precision};
 use audio_jepa::finetune::probe::{fit_validated, scores, Probe, ProbeConfig, L2_GRID};
 use audio_jepa::frontend::patches::{normalize, patchify};
 use audio_jepa::frontend::{LogMel, LogMelExtractor};
@@ -145,9 +145,8 @@ fn check_splits(
     if let Some(f) = train_folds.iter().find(|f| test_folds.contains(f)) {
         bail!("fold {f} is in both --train-folds and --test-folds: the test would score clips the probe was fitted on");
     }
-    let is_train = |e: &&audio_jepa::dataset::Example| {
-        e.fold.is_some_and(|f| train_folds.contains(&f))
-    };
+    let is_train =
+        |e: &&audio_jepa::dataset::Example| e.fold.is_some_and(|f| train_folds.contains(&f));
     let train: Vec<_> = used.iter().copied().filter(is_train).collect();
     let test: Vec<_> = used
         .iter()
@@ -170,9 +169,8 @@ fn check_splits(
             classes.len()
         );
     }
-    let key = |e: &audio_jepa::dataset::Example| {
-        e.path.canonicalize().unwrap_or_else(|_| e.path.clone())
-    };
+    let key =
+        |e: &audio_jepa::dataset::Example| e.path.canonicalize().unwrap_or_else(|_| e.path.clone());
     let train_files: HashSet<_> = train.iter().map(|e| key(e)).collect();
     let leaked: Vec<_> = test
         .iter()
@@ -394,7 +392,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         rows.push(Features::new(format!("pretrained encoder, {pool}")));
     }
     let (mut ytr, mut ftr, mut yte) = (Vec::new(), Vec::new(), Vec::new());
-    let started = std::time::Instant::now();
     let used: Vec<_> = set
         .examples
         .iter()
@@ -411,6 +408,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     check_splits(&used, &args.train_folds, &args.test_folds)?;
+    let mut progress = super::progress::Progress::new(used.len(), "clips embedded", args.json);
     for (i, ex) in used.iter().enumerate() {
         let audio = audio_jepa::audio::load(&ex.path, fe.sample_rate)
             .with_context(|| format!("clip {}", i + 1))?;
@@ -443,15 +441,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } else {
             yte.push(ex.class);
         }
-        if (i + 1) % 200 == 0 && !args.json {
-            eprintln!(
-                "{} / {} clips embedded ({:.0} s)",
-                i + 1,
-                used.len(),
-                started.elapsed().as_secs_f64()
-            );
-        }
+        progress.inc();
     }
+    drop(progress);
     let c = set.classes.len();
     let mut results = Vec::new();
     if !args.json {

@@ -163,18 +163,18 @@ pub fn run(args: &Args, head_path: &Path) -> anyhow::Result<()> {
         .with_silence_gate(silence_gate);
     let mut scores = HeadScores::new(labels.len());
     let mut skipped = Vec::new();
-    for (k, ex) in clips.iter().enumerate() {
+    let mut progress = super::progress::Progress::new(clips.len(), "clips tagged", args.json);
+    for ex in &clips {
         match tagger.tag_file(&ex.path) {
             Ok(v) => scores.add(to_head[ex.class], &v),
             Err(e) => {
-                eprintln!("skipped {}: {e}", ex.path.display());
+                progress.println(format!("skipped {}: {e}", ex.path.display()));
                 skipped.push(ex.path.clone());
             }
         }
-        if (k + 1) % 100 == 0 && !args.json {
-            eprintln!("{} / {} clips tagged", k + 1, clips.len());
-        }
+        progress.inc();
     }
+    drop(progress);
     let mut names = labels.clone();
     names.push("unknown".into());
     let (n, right) = (scores.known_clips(), scores.right());

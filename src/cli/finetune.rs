@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use audio_jepa::dataset::{parse_where, read_csv_where, read_folders, LabeledSet};
 use audio_jepa::finetune::enroll::SUPPORT_PER_CLASS;
 use audio_jepa::finetune::full::{clip_probabilities, finetune, FinetuneConfig, LabeledClips};
-use audio_jepa::dataset::{parse_where, read_csv_where, read_folders, LabeledSet};
 use audio_jepa::finetune::probe::{scores, support_subset, Probe, ProbeConfig};
 use audio_jepa::finetune::windows::{embed_windows, load_clip_windows, WindowSpec};
 use audio_jepa::frontend::LogMelExtractor;
@@ -164,19 +164,19 @@ pub fn load_clips(
     let fe = FrontendConfig::default();
     let mut lm = LogMelExtractor::new(&fe)?;
     let mut out = LabeledClips::default();
-    for (k, &i) in idx.iter().enumerate() {
+    let mut progress =
+        super::progress::Progress::new(idx.len(), format!("{what} clips read"), false);
+    for &i in idx {
         let ex = &set.examples[i];
         match load_clip_windows(&ex.path, &mut lm, &fe, ws) {
             Ok(w) if w.n > 0 => {
                 out.clips.push(w);
                 out.labels.push(ex.class);
             }
-            Ok(_) => eprintln!("skipped {}: no usable window", ex.path.display()),
-            Err(e) => eprintln!("skipped {}: {e}", ex.path.display()),
+            Ok(_) => progress.println(format!("skipped {}: no usable window", ex.path.display())),
+            Err(e) => progress.println(format!("skipped {}: {e}", ex.path.display())),
         }
-        if (k + 1) % 200 == 0 {
-            eprintln!("{what}: {} / {} clips read", k + 1, idx.len());
-        }
+        progress.inc();
     }
     Ok(out)
 }

@@ -11,6 +11,7 @@ mod features;
 mod finetune;
 mod listen;
 pub mod model;
+mod progress;
 mod quantize;
 mod tag;
 mod tui;
