@@ -436,3 +436,72 @@ fn tag_answers_silence_for_a_silent_clip() {
     assert_eq!(open[0]["silent"], false);
     assert_eq!(open[0]["top"].as_array().unwrap().len(), 3);
 }
+
+/// Any channel count is downmixed (19 to 32 channels were refused, issue 15).
+#[test]
+fn many_channels_are_downmixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let channels = 24u32;
+    let frames = 16_000usize;
+    let data: Vec<u8> = (0..frames * channels as usize)
+        .flat_map(|i| (((i / channels as usize) * 97) as i16).to_le_bytes())
+        .collect();
+    let block = 2 * channels;
+    let clip = riff(
+        dir.path(),
+        "ch24.wav",
+        [
+            16,
+            0x0001 | (channels << 16),
+            16_000,
+            16_000 * block,
+            block | (16 << 16),
+        ],
+        &data,
+    );
+    let out = dir.path().join("f.npy");
+    let o = ajepa_cmd()
+        .args([
+            "features".as_ref(),
+            clip.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("24 ch"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+/// `embed` on a long clip encodes it in windows (attention over a whole 10-minute clip asked
+/// for one 10.8 GB allocation, issue 15): four minutes would need 1.7 GB at once; the process
+/// stays far below.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_long_clip_embeds_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = wav(dir.path(), "long.wav", 16_000, 16_000 * 240);
+    let out = dir.path().join("e.npy");
+    let (code, err, peak) = ajepa_peak_rss(
+        &[
+            "embed".as_ref(),
+            clip.as_os_str(),
+            "--model".as_ref(),
+            "default".as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(peak < 512 << 20, "peak resident memory {} MiB", peak >> 20);
+    // 240 s = 23,998 frames = 1499 whole patch columns of 8 tokens, 192 values each, after
+    // the .npy header.
+    let bytes = std::fs::metadata(&out).unwrap().len();
+    assert_eq!(bytes, 128 + 1499 * 8 * 192 * 4);
+}
