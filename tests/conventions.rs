@@ -55,3 +55,69 @@ fn a_threshold_outside_zero_to_one_is_refused() {
         );
     }
 }
+
+/// `AJEPA_MODEL`, `AJEPA_HEAD` and `AJEPA_PROFILE` stand in for `--model`, `--head` and
+/// `--profile` when those are not given (and `--random` still wins over `AJEPA_MODEL`).
+#[test]
+fn environment_defaults_stand_in_for_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("tone.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&clip, spec).unwrap();
+    for i in 0..16_000 {
+        w.write_sample(((i as f32 * 0.07).sin() * 8000.0) as i16)
+            .unwrap();
+    }
+    w.finalize().unwrap();
+    let fails_naming = |env: (&str, &str), args: &[&std::ffi::OsStr], name: &str| {
+        let out = ajepa_cmd().env(env.0, env.1).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(name),
+            "{env:?}: {err}"
+        );
+    };
+    let npy = dir.path().join("f.npy");
+    fails_naming(
+        ("AJEPA_MODEL", "no-such-encoder.safetensors"),
+        &["tag".as_ref(), clip.as_os_str()],
+        "no-such-encoder",
+    );
+    fails_naming(
+        ("AJEPA_HEAD", "no-such-head.safetensors"),
+        &["tag".as_ref(), clip.as_os_str()],
+        "no-such-head",
+    );
+    fails_naming(
+        ("AJEPA_PROFILE", "no-such-profile"),
+        &[
+            "features".as_ref(),
+            clip.as_os_str(),
+            "--out".as_ref(),
+            npy.as_os_str(),
+        ],
+        "no-such-profile",
+    );
+    // --random is not a conflict with an environment default.
+    let out = ajepa_cmd()
+        .env("AJEPA_MODEL", "no-such-encoder.safetensors")
+        .args([
+            "listen".as_ref(),
+            "--random".as_ref(),
+            "--input".as_ref(),
+            clip.as_os_str(),
+        ])
+        .args(["--fast", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

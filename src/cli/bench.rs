@@ -35,11 +35,11 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Profile: a TOML file, or a name in firmware-config/
-    #[arg(long)]
+    #[arg(long, env = "AJEPA_PROFILE")]
     profile: Option<PathBuf>,
     /// The encoder to time per hop: an encoder file, `default` (the built-in model) or a
     /// preset name (`edge`, `small`, ...: random weights of that shape)
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = "default", env = "AJEPA_MODEL")]
     model: String,
     /// Time the front end only
     #[arg(long, conflicts_with_all = ["patches"])]

@@ -13,7 +13,7 @@ pub struct Args {
     input: PathBuf,
     /// Encoder weights (.safetensors, with its .json config beside it), or `default` (the
     /// built-in model)
-    #[arg(long)]
+    #[arg(long, env = "AJEPA_MODEL")]
     model: PathBuf,
     /// Token embeddings, [patches, width] in time-major patch order (.npy); clips over 10.24 s
     /// are encoded in consecutive 10.24 s windows
@@ -23,7 +23,7 @@ pub struct Args {
     #[arg(long)]
     patches_out: Option<PathBuf>,
     /// Front-end profile (name in firmware-config/ or a path)
-    #[arg(long)]
+    #[arg(long, env = "AJEPA_PROFILE")]
     profile: Option<PathBuf>,
     /// Replace an existing output file of another kind (never an input)
     #[arg(long)]

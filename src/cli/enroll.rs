@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(required = true)]
     pub clips: Vec<PathBuf>,
     /// The encoder the head belongs to: a file, or `default` (the built-in model)
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = "default", env = "AJEPA_MODEL")]
     pub model: PathBuf,
     /// The head to extend (from `ajepa finetune` or an earlier `enroll`); without it, the
     /// built-in model's ESC-10 head (then --out is needed)

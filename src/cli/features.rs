@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long)]
     normalize: bool,
     /// Profile: a TOML file, or a name in firmware-config/ (default: built-in laptop settings)
-    #[arg(long)]
+    #[arg(long, env = "AJEPA_PROFILE")]
     profile: Option<PathBuf>,
     /// Dynamic range of the PNG below its loudest value, in dB
     #[arg(long, default_value_t = 45.0)]

@@ -20,7 +20,7 @@ use candle_core::Device;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Encoder weights (.safetensors with its .json), or `default` (the built-in model)
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = "default", env = "AJEPA_MODEL")]
     pub model: PathBuf,
     /// Labeled set: an ESC-50 style CSV (filename, fold, category)
     #[arg(long, conflicts_with = "folders", required_unless_present = "folders")]

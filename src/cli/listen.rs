@@ -14,13 +14,13 @@ use audio_jepa::stream::worker::{Pipeline, PipelineConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Encoder weights (.safetensors with its .json); without it, the built-in default model
-    /// (ESC-10 tagger) with its head
+    /// Encoder weights (.safetensors with its .json); without it, $AJEPA_MODEL if set (and not
+    /// --random), else the built-in default model (ESC-10 tagger) with its head
     #[arg(long, conflicts_with = "random")]
     pub model: Option<PathBuf>,
     /// Tagging head (.safetensors from `ajepa finetune`/`enroll`); with --model and no head,
     /// embeddings only (no tags)
-    #[arg(long)]
+    #[arg(long, env = "AJEPA_HEAD")]
     pub head: Option<PathBuf>,
     /// A random, untrained edge encoder (flagged on screen): for latency checks only
     #[arg(long)]
@@ -69,7 +69,7 @@ pub struct Args {
     #[arg(long, requires = "json")]
     pub embeddings_out: Option<PathBuf>,
     /// Front-end profile (name in firmware-config/ or a path)
-    #[arg(long)]
+    #[arg(long, env = "AJEPA_PROFILE")]
     pub profile: Option<PathBuf>,
 }
 
@@ -92,7 +92,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         std::env::set_var("RAYON_NUM_THREADS", sc.threads.to_string());
     }
     // `--model default` is the built-in model, as no --model is.
-    let model = args.model.clone().filter(|p| !super::model::is_built_in(p));
+    // $AJEPA_MODEL is read here rather than by clap, which would count it as a conflict with
+    // an explicit --random.
+    let model = args
+        .model
+        .clone()
+        .or_else(|| {
+            (!args.random)
+                .then(|| std::env::var_os("AJEPA_MODEL").filter(|v| !v.is_empty()))
+                .flatten()
+                .map(PathBuf::from)
+        })
+        .filter(|p| !super::model::is_built_in(p));
     let (encoder, model_name, file_quant) = match (&model, args.random) {
         (Some(p), _) => {
             let (e, q) = super::model::load(p)?;

@@ -30,7 +30,7 @@ pub enum Kind {
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Encoder weights (.safetensors with its .json), or `default` (the built-in model)
-    #[arg(long)]
+    #[arg(long, env = "AJEPA_MODEL")]
     pub model: PathBuf,
     /// Output .safetensors (its .json is written beside it)
     #[arg(long)]

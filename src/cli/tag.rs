@@ -19,11 +19,11 @@ pub struct Args {
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
     /// Encoder: a file, or `default` (the built-in model)
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = "default", env = "AJEPA_MODEL")]
     pub model: PathBuf,
     /// Tagging head (from `ajepa finetune` or `enroll`); default: the built-in model's head,
     /// which only fits the built-in encoder
-    #[arg(long)]
+    #[arg(long, env = "AJEPA_HEAD")]
     pub head: Option<PathBuf>,
     /// Tags per clip
     #[arg(long, default_value_t = 3)]
