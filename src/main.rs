@@ -22,7 +22,7 @@ fn main() -> std::process::ExitCode {
     // matters (RUST_LOG=warn shows them). Colour codes only on a terminal: in a log file they are
     // noise (issue 15); NO_COLOR (no-color.org) turns them off too.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,symphonia=error"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(args.log_filter()));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

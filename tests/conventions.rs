@@ -121,3 +121,48 @@ fn environment_defaults_stand_in_for_flags() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `-q` leaves stderr to warnings and errors; `-q` with `-v` is a contradiction.
+#[test]
+fn quiet_silences_notes_but_not_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("tone.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&clip, spec).unwrap();
+    for i in 0..8_000 {
+        w.write_sample(((i as f32 * 0.05).sin() * 8000.0) as i16)
+            .unwrap();
+    }
+    w.finalize().unwrap();
+    let npy = dir.path().join("f.npy");
+    let run = |flags: &[&str]| {
+        ajepa_cmd()
+            .args(flags)
+            .args([
+                "features".as_ref(),
+                clip.as_os_str(),
+                "--out".as_ref(),
+                npy.as_os_str(),
+            ])
+            .output()
+            .unwrap()
+    };
+    let loud = run(&[]);
+    assert!(String::from_utf8_lossy(&loud.stderr).contains("wrote"));
+    let quiet = run(&["-q"]);
+    assert!(quiet.status.success());
+    assert_eq!(String::from_utf8_lossy(&quiet.stderr), "");
+    let both = run(&["-q", "-v"]);
+    assert!(!both.status.success());
+    let missing = ajepa_cmd()
+        .args(["-q", "features", "missing.wav", "--out"])
+        .arg(&npy)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("missing.wav"));
+}

@@ -70,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(p) = &args.patches_out {
         audio_jepa::arrays::write_npy(p, &[n, ecfg.patch_len()], &patches.data)?;
     }
-    eprintln!(
+    note!(
         "{}: {} patches ({} x {}) -> {} x {} embeddings, wrote {}",
         args.input.display(),
         n,

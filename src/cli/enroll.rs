@@ -87,7 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     super::check_output(&out, &inputs, &["safetensors"], false)?;
     if let Some(h) = args.head.as_ref().filter(|h| super::same_file(&out, h)) {
         let bak = keep_generation(h)?;
-        eprintln!("kept the previous head as {}", bak.display());
+        note!("kept the previous head as {}", bak.display());
     }
     // Head::save writes a temporary and renames it: a full disk or a kill leaves the old head.
     new.save(&out)?;

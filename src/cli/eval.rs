@@ -364,7 +364,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         fast: None,
     };
     if !args.json {
-        eprintln!(
+        note!(
             "model {} embedded by the engine in {precision:?}",
             model_path.display()
         );

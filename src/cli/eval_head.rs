@@ -132,7 +132,7 @@ pub fn run(args: &Args, head_path: &Path) -> anyhow::Result<()> {
         .map(|(c, _)| c.as_str())
         .collect();
     if !strangers.is_empty() {
-        eprintln!(
+        note!(
             "classes the head does not have, scored as sounds it should call unknown: {}",
             strangers.join(", ")
         );

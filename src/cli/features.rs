@@ -69,7 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         write_npy(out, &[spec.n_frames, spec.n_mels], &spec.data)?;
     }
-    eprintln!(
+    note!(
         "{}: {:.2} s, {} Hz x {} ch -> {} frames x {} mel bins{}{}",
         args.input.display(),
         audio.duration_secs(),

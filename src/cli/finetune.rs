@@ -311,12 +311,12 @@ pub fn fit_probe(
         )
         .to_head(labels.to_vec(), pool);
         match k {
-            Some(k) => eprintln!(
+            Some(k) => note!(
                 "linear probe: no validation clips; L2 {l2:e} chosen by {k}-fold cross-validation over the {} training clips ({:.1} % of held-out windows)",
                 train.clips.len(),
                 100.0 * acc
             ),
-            None => eprintln!(
+            None => note!(
                 "linear probe: no validation clips and a class with a single clip: L2 {l2:e} (the default), not validated"
             ),
         }
@@ -342,7 +342,7 @@ pub fn fit_probe(
         }
     }
     let (acc, mut head, l2) = best.context("no probe fitted")?;
-    eprintln!(
+    note!(
         "linear probe: L2 {l2:e} chosen on {} validation clips ({:.1} %)",
         val.clips.len(),
         100.0 * acc
@@ -375,7 +375,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    eprintln!(
+    note!(
         "{} classes; {} train / {} validation / {} test clips",
         set.classes.len(),
         splits.train.len(),
@@ -420,7 +420,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             } else {
                 format!("{:.3}", e.train_loss)
             };
-            eprintln!(
+            note!(
                 "epoch {:>2}: train loss {train_loss}, validation loss {:.3}, accuracy {:5.1} % ({:.0} s)",
                 e.epoch,
                 e.val_loss,
@@ -428,7 +428,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 e.seconds
             )
         })?;
-        eprintln!("best epoch {}", out.best_epoch);
+        note!("best epoch {}", out.best_epoch);
         summary["history"] = serde_json::json!(out
             .history
             .iter()

@@ -156,7 +156,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     w as f64 * 0.16
                 );
             }
-            eprintln!(
+            note!(
                 "note: the head was fitted on {w}-column windows; using {w} instead of the profile's {window_columns}"
             );
             w
@@ -231,7 +231,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else if !(std::io::stdout().is_terminal() && std::io::stdin().is_terminal()) {
         // cron, systemd, `ssh` without -t, stdin from /dev/null or stdout into a file: the live
         // UI would panic or write escape codes into the file (issue 15).
-        eprintln!(
+        note!(
             "no terminal for the live UI (stdin or stdout is not a terminal): printing one line per hop; --json gives JSON lines"
         );
         run_lines(session, &info, args.seconds, None, true)

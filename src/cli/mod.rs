@@ -1,5 +1,15 @@
 //! Subcommands of `ajepa`.
 
+/// An informational message on stderr (what was read, written, chosen), silenced by `-q`.
+/// Warnings and errors use `eprintln!` and are never silenced.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        if !$crate::cli::quiet() {
+            eprintln!($($arg)*);
+        }
+    };
+}
+
 pub mod alloc_count;
 mod bench;
 mod devices;
@@ -32,6 +42,33 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print only results, warnings and errors (no progress, no notes)
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// More detail in the log on stderr (-v: the libraries' information, -vv: debugging);
+    /// RUST_LOG, if set, decides instead
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `-q` was given.
+pub fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Cli {
+    /// The log filter `-q` / `-v` ask for (symphonia's per-byte warnings stay off unless -vv:
+    /// the decode error reported says what matters).
+    pub fn log_filter(&self) -> &'static str {
+        match (self.quiet, self.verbose) {
+            (true, _) => "error",
+            (false, 0) => "warn,symphonia=error",
+            (false, 1) => "info,symphonia=error",
+            _ => "debug",
+        }
+    }
 }
 
 /// Commands, in the order a user meets them: tagging, then teaching, then measuring, then tools.
@@ -73,6 +110,7 @@ enum Command {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     match cli.command {
         Command::Features(a) => features::run(a),
         Command::Bench(a) => bench::run(a),
@@ -182,7 +220,7 @@ pub fn open_set(
     };
     let os = audio_jepa::model::open_set::OpenSet::from_head(head, q);
     if os.is_none() {
-        eprintln!("note: the head keeps no support set, so no clip can be called unknown");
+        note!("note: the head keeps no support set, so no clip can be called unknown");
     }
     Ok(os)
 }

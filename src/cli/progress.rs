@@ -22,6 +22,7 @@ impl Progress {
     pub fn new(total: usize, what: impl Into<String>, quiet: bool) -> Self {
         let total = total as u64;
         let what = what.into();
+        let quiet = quiet || super::quiet();
         let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let bar = (!quiet && on_terminal && total > 0).then(|| {
             let bar = ProgressBar::new(total);
@@ -60,7 +61,8 @@ impl Progress {
         }
     }
 
-    /// Prints a message above the bar (or as a plain line).
+    /// Prints a message above the bar (or as a plain line); not silenced by `-q` (it reports
+    /// skipped files).
     pub fn println(&self, msg: impl AsRef<str>) {
         match &self.bar {
             Some(bar) => bar.println(msg.as_ref()),
