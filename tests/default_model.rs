@@ -295,7 +295,7 @@ fn every_command_takes_the_built_in_model() {
     let mut lines = out.lines();
     assert_eq!(
         lines.next(),
-        Some("file,seconds,windows,known,similarity,tag1,score1,tag2,score2")
+        Some("file,seconds,windows,peak_dbfs,silent,known,similarity,tag1,score1,tag2,score2")
     );
-    assert_eq!(lines.next().unwrap().split(',').count(), 9);
+    assert_eq!(lines.next().unwrap().split(',').count(), 11);
 }
