@@ -7,7 +7,7 @@ use crate::arrays::write_atomically;
 use crate::frontend::LogMel;
 
 mod confusion;
-mod glyphs;
+pub mod glyphs;
 
 pub use confusion::{confusion_rgb, write_confusion_png};
 

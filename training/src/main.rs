@@ -42,6 +42,11 @@ enum Command {
     },
     /// Write a dataset's log-mel features into compressed, checksummed shards that travel
     Prepare(prepare::Args),
+    /// Redraw a run's curves.png (loss and effective rank against the step) from its log.jsonl
+    Curves {
+        /// The run's folder
+        run: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,6 +71,9 @@ fn main() -> std::process::ExitCode {
         Command::Pretrain(args) => pretrain::run(args),
         Command::Prepare(args) => prepare::run(args),
         Command::Init { config, out } => init(&config, &out),
+        Command::Curves { run } => {
+            pretrain::redraw_curves(&run).map(|p| println!("wrote {}", p.display()))
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

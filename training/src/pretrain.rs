@@ -562,6 +562,24 @@ fn stop_advice(out: &Path, has_checkpoint: bool, checkpoint_every: u64, diverged
     }
 }
 
+/// Redraws `RUN/curves.png` from `RUN/log.jsonl` (`ajepa-train curves`): for runs drawn by an
+/// older version, or while another process trains (the log is only read).
+pub fn redraw_curves(run: &Path) -> anyhow::Result<PathBuf> {
+    let log = run.join("log.jsonl");
+    if !log.is_file() {
+        bail!(
+            "{} has no log.jsonl (is it a pretraining run's folder?)",
+            run.display()
+        );
+    }
+    let (loss, tokens, pooled) = read_curves(&log);
+    let last = loss.iter().map(|p| p.0).fold(0f64, f64::max);
+    let out = run.join("curves.png");
+    write_curves(&out, &loss, &tokens, &pooled, last)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(out)
+}
+
 /// Loss and rank points already in a run's log (for curves across resumes).
 #[allow(clippy::type_complexity)]
 fn read_curves(path: &Path) -> (Vec<(f64, f64)>, Vec<(f64, f64)>, Vec<(f64, f64)>) {
