@@ -52,13 +52,16 @@ enum Command {
 fn main() -> std::process::ExitCode {
     // symphonia logs every junk byte it skips as a warning; the decode error we report says what
     // matters (RUST_LOG=warn shows them). Colour codes only on a terminal: in a log file they are
-    // noise (issue 15).
+    // noise (issue 15); NO_COLOR (no-color.org) turns them off too.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,symphonia=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .init();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
