@@ -25,4 +25,4 @@ pub use config::{FrontendConfig, Profile};
 pub mod finetune;
 pub mod model;
 pub mod stream;
-pub mod ui;
+pub mod tui;

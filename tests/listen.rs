@@ -11,7 +11,7 @@ use audio_jepa::model::head::Head;
 use audio_jepa::model::{Encoder, EncoderConfig};
 use audio_jepa::stream::session::{Event, HopEvent, Session, Source, Stats};
 use audio_jepa::stream::worker::{Pipeline, PipelineConfig};
-use audio_jepa::ui::{render, App};
+use audio_jepa::tui::{render, App};
 use audio_jepa::FrontendConfig;
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};

@@ -1,4 +1,4 @@
-//! The live UI's screen (issue 16, item 5), drawn by `audio_jepa::ui::render` into ratatui's
+//! The live UI's screen (issue 16, item 5), drawn by `audio_jepa::tui::render` into ratatui's
 //! `TestBackend` at the sizes people use: 80 x 24 (every tag of a 10-class head, the key bar,
 //! the axes), 120 x 36; "warming up" before the first hop instead of measurements of nothing;
 //! the help overlay; the status ahead of a long model path; the 256-colour fallback.
@@ -6,7 +6,7 @@
 mod common;
 
 use audio_jepa::stream::session::{HopEvent, Stats};
-use audio_jepa::ui::{render, App};
+use audio_jepa::tui::{render, App};
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::style::Color;

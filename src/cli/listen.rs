@@ -7,10 +7,10 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use audio_jepa::engine::{FastEncoder, Isa, Precision};
 
-use super::tui::SessionInfo;
 use audio_jepa::model::head::Head;
 use audio_jepa::stream::session::{Event, Session, Source};
 use audio_jepa::stream::worker::{Pipeline, PipelineConfig};
+use audio_jepa::tui::SessionInfo;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -236,7 +236,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         run_lines(session, &info, args.seconds, None, true)
     } else {
-        super::tui::run(session, info, threshold, args.seconds)
+        audio_jepa::tui::run(session, info, threshold, args.seconds).context("the terminal UI")
     }
 }
 

@@ -24,7 +24,6 @@ pub mod model;
 mod progress;
 mod quantize;
 mod tag;
-mod tui;
 
 use std::path::{Path, PathBuf};
 
