@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::windows::ClipWindows;
@@ -256,7 +256,7 @@ pub fn finetune(
                 let mut v = Vec::with_capacity(cfg.depth);
                 for _ in 0..cfg.depth {
                     let dropped: Vec<bool> =
-                        (0..n * ppw).map(|_| rng.gen_bool(ft.key_drop)).collect();
+                        (0..n * ppw).map(|_| rng.random_bool(ft.key_drop)).collect();
                     v.push(key_dropout_bias(&dropped, n, ppw, &dev)?);
                 }
                 Some(v)

@@ -8,7 +8,7 @@ use audio_jepa::model::vit::Mode;
 use audio_jepa::model::{Encoder, EncoderConfig};
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::{LossKind, PatchInit};
@@ -75,7 +75,7 @@ fn init_vars(vm: &VarMap, rng: &mut ChaCha8Rng, patch_init: PatchInit) -> Result
             let (fan_out, fan_in) = t.dims2()?;
             let bound = (6.0 / (fan_in + fan_out) as f64).sqrt();
             let data: Vec<f32> = (0..fan_out * fan_in)
-                .map(|_| rng.gen_range(-bound..bound) as f32)
+                .map(|_| rng.random_range(-bound..bound) as f32)
                 .collect();
             Tensor::from_vec(data, t.shape(), t.device())?
         } else {
@@ -83,8 +83,8 @@ fn init_vars(vm: &VarMap, rng: &mut ChaCha8Rng, patch_init: PatchInit) -> Result
             let mut data = Vec::with_capacity(n);
             while data.len() < n {
                 // Box-Muller.
-                let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
-                let u2: f64 = rng.gen();
+                let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+                let u2: f64 = rng.random();
                 let r = (-2.0 * u1.ln()).sqrt();
                 data.push((r * (2.0 * std::f64::consts::PI * u2).cos() * 0.02) as f32);
                 data.push((r * (2.0 * std::f64::consts::PI * u2).sin() * 0.02) as f32);

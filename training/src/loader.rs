@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 
 use audio_jepa::frontend::patches::normalize;
 use crossbeam_channel::{bounded, Receiver};
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::{Sampling, TrainConfig};
@@ -136,7 +136,7 @@ impl Corpus {
     fn draw_source(&self, rng: &mut impl Rng) -> &SourceClips {
         let total = self.source_cum.last().copied().unwrap_or(0.0);
         if total > 0.0 {
-            let x = rng.gen_range(0.0..total);
+            let x = rng.random_range(0.0..total);
             let k = self.source_cum.partition_point(|&c| c <= x);
             if let Some(s) = self.sources.get(k).filter(|s| !s.clips.is_empty()) {
                 return s;
@@ -153,9 +153,9 @@ impl Corpus {
         let src = self.draw_source(rng);
         let total = src.cum.last().copied().unwrap_or(0);
         if total == 0 {
-            return src.clips[rng.gen_range(0..src.clips.len())];
+            return src.clips[rng.random_range(0..src.clips.len())];
         }
-        let x = rng.gen_range(0..total);
+        let x = rng.random_range(0..total);
         src.clips[src.cum.partition_point(|&c| c <= x)]
     }
 
@@ -172,7 +172,7 @@ impl Corpus {
     /// A clip index: a source by weight, then any of its clips, equally likely.
     fn draw_uniform(&self, rng: &mut impl Rng) -> usize {
         let src = self.draw_source(rng);
-        src.clips[rng.gen_range(0..src.clips.len())]
+        src.clips[rng.random_range(0..src.clips.len())]
     }
 }
 
@@ -323,34 +323,34 @@ pub fn make_batch_at(corpus: &Corpus, cfg: &TrainConfig, step: u64, progress: f6
                 let k = corpus.draw_uniform(&mut rng);
                 let (a, e) = corpus.tile_span(k, cfg);
                 let start = if e - a > crop {
-                    rng.gen_range(a..=e - crop)
+                    rng.random_range(a..=e - crop)
                 } else if e > a {
-                    rng.gen_range(a..e)
+                    rng.random_range(a..e)
                 } else {
                     a
                 };
-                let gain = if j > 0.0 { rng.gen_range(-j..=j) } else { 0.0 };
+                let gain = if j > 0.0 { rng.random_range(-j..=j) } else { 0.0 };
                 tile_crop(corpus, cfg, k, start, gain, &mut frames);
             }
             Sampling::Clip => {
                 let clip = &clips[corpus.draw_uniform(&mut rng)];
                 let start = if clip.n_frames > crop {
-                    rng.gen_range(0..=clip.n_frames - crop)
+                    rng.random_range(0..=clip.n_frames - crop)
                 } else {
                     0
                 };
-                let gain = if j > 0.0 { rng.gen_range(-j..=j) } else { 0.0 };
+                let gain = if j > 0.0 { rng.random_range(-j..=j) } else { 0.0 };
                 crop_frames(clip, cfg, start, gain, &mut frames);
             }
             Sampling::Duration => {
                 let first = corpus.draw(&mut rng);
                 let (a, e) = corpus.spans[first];
                 let start = if e - a > crop {
-                    rng.gen_range(a..=e - crop)
+                    rng.random_range(a..=e - crop)
                 } else {
                     a
                 };
-                let gain = if j > 0.0 { rng.gen_range(-j..=j) } else { 0.0 };
+                let gain = if j > 0.0 { rng.random_range(-j..=j) } else { 0.0 };
                 let mut picks = Vec::new();
                 if e - a < crop {
                     // Enough further clips to fill any crop (each has at least one frame).
@@ -425,12 +425,12 @@ pub fn mix_student(
     let (mean, scale) = (cfg.frontend.norm_mean, 2.0 * cfg.frontend.norm_std);
     let mut out = patches.to_vec();
     for i in 0..b {
-        if rng.gen::<f64>() >= d.mix_prob {
+        if rng.random::<f64>() >= d.mix_prob {
             continue;
         }
-        let j = (i + rng.gen_range(1..b)) % b;
+        let j = (i + rng.random_range(1..b)) % b;
         let (g0, g1) = d.mix_gain_db;
-        let gain_db = if g1 > g0 { rng.gen_range(g0..g1) } else { g0 };
+        let gain_db = if g1 > g0 { rng.random_range(g0..g1) } else { g0 };
         // ln(a) for a power gain of `gain_db`.
         let ln_a = (gain_db / 10.0 * std::f64::consts::LN_10) as f32;
         let (x, y) = (

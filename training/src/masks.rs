@@ -25,7 +25,7 @@
 //! rather than the first indices, so that no part of the grid is favoured.
 
 use rand::seq::SliceRandom;
-use rand::Rng;
+use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
 /// `[masks]` section of a training config.
@@ -221,9 +221,9 @@ fn block_size(
     scale: (f64, f64),
     aspect: (f64, f64),
 ) -> (usize, usize) {
-    let s = rng.gen_range(scale.0..=scale.1);
+    let s = rng.random_range(scale.0..=scale.1);
     let keep = (n_freq * n_time) as f64 * s;
-    let ar = rng.gen_range(aspect.0.ln()..=aspect.1.ln()).exp();
+    let ar = rng.random_range(aspect.0.ln()..=aspect.1.ln()).exp();
     let h = ((keep * ar).sqrt().round() as usize).clamp(1, n_freq.saturating_sub(1).max(1));
     let w = ((keep / ar).sqrt().round() as usize).clamp(1, n_time.saturating_sub(1).max(1));
     (h, w)
@@ -231,8 +231,8 @@ fn block_size(
 
 fn place(rng: &mut impl Rng, n_freq: usize, n_time: usize, h: usize, w: usize) -> Rect {
     Rect {
-        top: rng.gen_range(0..=n_freq - h),
-        left: rng.gen_range(0..=n_time - w),
+        top: rng.random_range(0..=n_freq - h),
+        left: rng.random_range(0..=n_time - w),
         h,
         w,
     }
@@ -259,8 +259,8 @@ pub fn sample_batch(
         }
         MaskKind::TimeFrequency => (0..cfg.tf_num_targets)
             .map(|_| {
-                let s = rng.gen_range(cfg.tf_target_scale.0..=cfg.tf_target_scale.1);
-                if rng.gen_bool(0.5) {
+                let s = rng.random_range(cfg.tf_target_scale.0..=cfg.tf_target_scale.1);
+                if rng.random_bool(0.5) {
                     // Whole time columns: every frequency row.
                     let w = ((s * n_time as f64).round() as usize).clamp(1, n_time);
                     (n_freq, w)
@@ -272,7 +272,7 @@ pub fn sample_batch(
             })
             .collect(),
     };
-    let ctx_scale = rng.gen_range(cfg.context_scale.0..=cfg.context_scale.1);
+    let ctx_scale = rng.random_range(cfg.context_scale.0..=cfg.context_scale.1);
     let ctx_w = ((ctx_scale * n_time as f64).round() as usize).clamp(1, n_time);
 
     let n = n_freq * n_time;
@@ -382,7 +382,7 @@ pub fn sample_with_probability(
     batch: usize,
     rng: &mut impl Rng,
 ) -> BatchMasks {
-    let kind = if rng.gen_bool(p.clamp(0.0, 1.0)) {
+    let kind = if rng.random_bool(p.clamp(0.0, 1.0)) {
         MaskKind::TimeFrequency
     } else {
         MaskKind::RandomBlock
