@@ -49,7 +49,10 @@ mod tests {
     fn the_built_in_model_loads_and_fits_its_head() {
         let enc = encoder().unwrap();
         let head = head().unwrap();
-        assert_eq!(head.dim, enc.config().embed_dim);
+        // The built-in head pools per frequency row (freqcat): 8 rows x 192 values.
+        let cfg = enc.config();
+        assert!(head.check_width(cfg.embed_dim, cfg.n_freq()).is_ok());
+        assert_eq!(head.dim, head.pool.dim(cfg.embed_dim, cfg.n_freq()));
         assert_eq!(head.labels.len(), 10);
         assert!(head.trained);
         assert!(

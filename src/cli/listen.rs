@@ -65,7 +65,7 @@ pub struct Args {
     #[arg(long)]
     pub seconds: Option<f64>,
     /// With --json: also write every hop's embedding, pooled as the head pools, to this .npy
-    /// ([hops, 192] for a mean-pooled head like the built-in one, [hops, 1536] for freqcat)
+    /// ([hops, 1536] for a freqcat head like the built-in one, [hops, 192] for a mean-pooled one)
     #[arg(long, requires = "json")]
     pub embeddings_out: Option<PathBuf>,
     /// Front-end profile (name in firmware-config/ or a path)

@@ -329,7 +329,11 @@ pub fn make_batch_at(corpus: &Corpus, cfg: &TrainConfig, step: u64, progress: f6
                 } else {
                     a
                 };
-                let gain = if j > 0.0 { rng.random_range(-j..=j) } else { 0.0 };
+                let gain = if j > 0.0 {
+                    rng.random_range(-j..=j)
+                } else {
+                    0.0
+                };
                 tile_crop(corpus, cfg, k, start, gain, &mut frames);
             }
             Sampling::Clip => {
@@ -339,7 +343,11 @@ pub fn make_batch_at(corpus: &Corpus, cfg: &TrainConfig, step: u64, progress: f6
                 } else {
                     0
                 };
-                let gain = if j > 0.0 { rng.random_range(-j..=j) } else { 0.0 };
+                let gain = if j > 0.0 {
+                    rng.random_range(-j..=j)
+                } else {
+                    0.0
+                };
                 crop_frames(clip, cfg, start, gain, &mut frames);
             }
             Sampling::Duration => {
@@ -350,7 +358,11 @@ pub fn make_batch_at(corpus: &Corpus, cfg: &TrainConfig, step: u64, progress: f6
                 } else {
                     a
                 };
-                let gain = if j > 0.0 { rng.random_range(-j..=j) } else { 0.0 };
+                let gain = if j > 0.0 {
+                    rng.random_range(-j..=j)
+                } else {
+                    0.0
+                };
                 let mut picks = Vec::new();
                 if e - a < crop {
                     // Enough further clips to fill any crop (each has at least one frame).
@@ -430,7 +442,11 @@ pub fn mix_student(
         }
         let j = (i + rng.random_range(1..b)) % b;
         let (g0, g1) = d.mix_gain_db;
-        let gain_db = if g1 > g0 { rng.random_range(g0..g1) } else { g0 };
+        let gain_db = if g1 > g0 {
+            rng.random_range(g0..g1)
+        } else {
+            g0
+        };
         // ln(a) for a power gain of `gain_db`.
         let ln_a = (gain_db / 10.0 * std::f64::consts::LN_10) as f32;
         let (x, y) = (
