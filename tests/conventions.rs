@@ -62,18 +62,10 @@ fn a_threshold_outside_zero_to_one_is_refused() {
 fn environment_defaults_stand_in_for_flags() {
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("tone.wav");
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(&clip, spec).unwrap();
-    for i in 0..16_000 {
-        w.write_sample(((i as f32 * 0.07).sin() * 8000.0) as i16)
-            .unwrap();
-    }
-    w.finalize().unwrap();
+    common::write_wav_16k(
+        &clip,
+        (0..16_000).map(|i| ((i as f32 * 0.07).sin() * 8000.0) as i16),
+    );
     let fails_naming = |env: (&str, &str), args: &[&std::ffi::OsStr], name: &str| {
         let out = ajepa_cmd().env(env.0, env.1).args(args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -127,18 +119,10 @@ fn environment_defaults_stand_in_for_flags() {
 fn quiet_silences_notes_but_not_errors() {
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("tone.wav");
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(&clip, spec).unwrap();
-    for i in 0..8_000 {
-        w.write_sample(((i as f32 * 0.05).sin() * 8000.0) as i16)
-            .unwrap();
-    }
-    w.finalize().unwrap();
+    common::write_wav_16k(
+        &clip,
+        (0..8_000).map(|i| ((i as f32 * 0.05).sin() * 8000.0) as i16),
+    );
     let npy = dir.path().join("f.npy");
     let run = |flags: &[&str]| {
         ajepa_cmd()

@@ -10,20 +10,15 @@ use std::path::{Path, PathBuf};
 /// A mono 16 kHz WAV of `seconds`: a tone at `hz` (a "class") over a little noise.
 fn clip(dir: &Path, name: &str, hz: f32, seconds: f32, seed: u32) -> PathBuf {
     let path = dir.join(name);
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
     let noise = common::noise((16_000.0 * seconds) as usize, seed);
-    let mut w = hound::WavWriter::create(&path, spec).unwrap();
-    for (i, n) in noise.iter().enumerate() {
-        let t = i as f32 / 16_000.0;
-        let v = 0.3 * (2.0 * std::f32::consts::PI * hz * t).sin() + 0.05 * n;
-        w.write_sample((v * 32767.0) as i16).unwrap();
-    }
-    w.finalize().unwrap();
+    common::write_wav_16k(
+        &path,
+        noise.iter().enumerate().map(|(i, n)| {
+            let t = i as f32 / 16_000.0;
+            let v = 0.3 * (2.0 * std::f32::consts::PI * hz * t).sin() + 0.05 * n;
+            (v * 32767.0) as i16
+        }),
+    );
     path
 }
 

@@ -12,20 +12,13 @@ use audio_jepa::model::EncoderConfig;
 
 /// A 1.5 s, 16 kHz clip of sound `kind`, varied by `seed` (pitch, phase, noise).
 fn clip(path: &Path, kind: &str, seed: u32) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
     let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(12345);
     let mut noise = move || {
         s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
         (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
     };
     let detune = 1.0 + 0.03 * (seed % 7) as f32;
-    for i in 0..24_000 {
+    let samples = (0..24_000).map(|i| {
         let t = i as f32 / 16_000.0;
         let v = match kind {
             "low" => (2.0 * PI * 220.0 * detune * t).sin(),
@@ -44,9 +37,9 @@ fn clip(path: &Path, kind: &str, seed: u32) {
             _ => unreachable!(),
         };
         let v = 0.3 * v + 0.01 * noise();
-        w.write_sample((v * 32767.0) as i16).unwrap();
-    }
-    w.finalize().unwrap();
+        (v * 32767.0) as i16
+    });
+    common::write_wav_16k(path, samples);
 }
 
 /// A tiny encoder with non-trivial random weights, saved as users get them.

@@ -222,23 +222,18 @@ fn pausing_a_file_replay_waits_and_loses_nothing() {
 fn silence_turns_tags_off_and_is_flagged() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("beep-then-silence.wav");
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(&path, spec).unwrap();
-    for i in 0..16_000 * 4 {
-        let on = i < 24_000;
-        let v = if on {
-            (i as f32 * 0.2).sin() * 8000.0
-        } else {
-            0.0
-        };
-        w.write_sample(v as i16).unwrap();
-    }
-    w.finalize().unwrap();
+    // 1.5 s of tone, then digital silence.
+    common::write_wav_16k(
+        &path,
+        (0..16_000 * 4).map(|i| {
+            let on = i < 24_000;
+            (if on {
+                (i as f32 * 0.2).sin() * 8000.0
+            } else {
+                0.0
+            }) as i16
+        }),
+    );
     let run = |gate: Option<f32>| -> Vec<(bool, f32, Vec<usize>, Vec<usize>)> {
         let mut head = Head::untrained(64);
         head.labels = vec!["beep".into()];

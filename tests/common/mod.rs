@@ -129,3 +129,18 @@ pub fn engine(enc: &Encoder, columns: usize) -> std::sync::Arc<audio_jepa::engin
         FastEncoder::from_encoder(enc, Precision::F32, Isa::detect(), columns).unwrap(),
     )
 }
+
+/// Writes `samples` as a mono 16 kHz 16-bit WAV at `path` (hound).
+pub fn write_wav_16k(path: &Path, samples: impl IntoIterator<Item = i16>) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for v in samples {
+        w.write_sample(v).unwrap();
+    }
+    w.finalize().unwrap();
+}

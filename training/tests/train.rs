@@ -13,7 +13,7 @@ use audio_jepa_training::train::Trainer;
 use candle_core::{DType, Device, Tensor};
 
 mod common;
-use common::{synthetic_clips, tiny_config};
+use common::{max_diff, synthetic_clips, tiny_config};
 
 #[test]
 fn ema_update_moves_the_target_toward_the_context() {
@@ -216,14 +216,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     let b = resumed.jepa.tensors();
     assert_eq!(a.len(), b.len());
     for (k, ta) in &a {
-        let diff: f32 = (ta - &b[k])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = max_diff(ta, &b[k]);
         assert!(diff <= 1e-6, "{k} differs by {diff}");
     }
 }
@@ -405,15 +398,7 @@ fn a_run_can_start_from_another_runs_weights() {
     let (a, b) = (first.jepa.tensors(), second.jepa.tensors());
     assert_eq!(a.len(), b.len());
     for (k, ta) in &a {
-        let diff: f32 = (ta - &b[k])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        assert_eq!(diff, 0.0, "{k} was not copied");
+        assert_eq!(max_diff(ta, &b[k]), 0.0, "{k} was not copied");
     }
     // It trains on from there (fresh optimiser moments).
     second.train_step(&make_batch(&clips, &cfg, 0)).unwrap();

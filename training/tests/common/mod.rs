@@ -3,6 +3,7 @@
 
 use audio_jepa_training::config::TrainConfig;
 use audio_jepa_training::features::ClipFeatures;
+use candle_core::Tensor;
 
 pub fn tiny_config(steps: u64) -> TrainConfig {
     let mut cfg = TrainConfig::from_toml_str(
@@ -59,4 +60,16 @@ pub fn synthetic_clips(n: usize) -> Vec<ClipFeatures> {
             }
         })
         .collect()
+}
+
+/// The largest |a - b| over two tensors of one shape.
+pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
