@@ -136,14 +136,21 @@ struct WavHeader {
     open_ended: bool,
 }
 
-/// The first 4 KiB of a regular file (enough for [`wav_header`]).
-fn file_head(path: &Path) -> Vec<u8> {
-    use std::io::Read;
+/// The first 4 KiB of an open regular file (enough for [`wav_header`]), leaving it at its start
+/// for the decoder.
+fn file_head(path: &Path, file: &mut File) -> Result<Vec<u8>, AudioError> {
+    use std::io::{Read, Seek};
     let mut head = Vec::with_capacity(4096);
-    if let Ok(f) = File::open(path) {
-        let _ = f.take(4096).read_to_end(&mut head);
-    }
-    head
+    let io = |source| AudioError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    file.by_ref()
+        .take(4096)
+        .read_to_end(&mut head)
+        .map_err(io)?;
+    file.rewind().map_err(io)?;
+    Ok(head)
 }
 
 /// The sample rate and length convention of a RIFF/WAVE file from its first bytes (`None` for
@@ -234,13 +241,14 @@ fn decode_checked(path: &Path) -> Result<Audio, AudioError> {
     if meta.is_dir() {
         return Err(AudioError::NotAFile { path: p() });
     }
-    let file = File::open(path).map_err(|source| AudioError::Io { path: p(), source })?;
+    let mut file = File::open(path).map_err(|source| AudioError::Io { path: p(), source })?;
     // A named pipe, `/dev/stdin` or a process substitution (`<(sox ...)`) has no length and can
     // be read once: read it whole, up to a bound, and decode from memory. A regular file is
     // decoded from disk.
     let (source, len, head): (Box<dyn symphonia::core::io::MediaSource>, u64, Vec<u8>) =
         if meta.is_file() {
-            (Box::new(file), meta.len(), file_head(path))
+            let head = file_head(path, &mut file)?;
+            (Box::new(file), meta.len(), head)
         } else {
             let bytes = read_stream(path, file)?;
             let head = bytes[..bytes.len().min(4096)].to_vec();
