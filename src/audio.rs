@@ -8,7 +8,8 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use rubato::{FftFixedIn, Resampler};
+use rubato::audioadapter_buffers::direct::InterleavedSlice;
+use rubato::{Fft, FixedSync, Resampler, WindowFunction};
 use symphonia::core::audio::SampleBuffer;
 use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_MP3, CODEC_TYPE_NULL, CODEC_TYPE_VORBIS};
 use symphonia::core::errors::Error as SymphoniaError;
@@ -442,31 +443,28 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioEr
     let step = (from as u64 / gcd(from as u64, to as u64)) as usize;
     let steps = RESAMPLE_CHUNK.div_ceil(step).max(2);
     let chunk = step * (steps + steps % 2);
-    let mut r = FftFixedIn::<f32>::new(from as usize, to as usize, chunk, 1, 1)
+    // One sub-chunk (the whole chunk in one FFT) and rubato's Blackman-Harris window: the
+    // resampler rubato 0.16's `FftFixedIn::new(from, to, chunk, 1, 1)` built, so outputs match.
+    let mut r = Fft::<f32>::new_custom(
+        from as usize,
+        to as usize,
+        chunk,
+        1,
+        1,
+        WindowFunction::BlackmanHarris2,
+        FixedSync::Input,
+    )
+    .map_err(|e| err(e.to_string()))?;
+    let input = InterleavedSlice::new(samples, 1, samples.len()).map_err(|e| err(e.to_string()))?;
+    let mut out = vec![0.0f32; r.process_all_needed_output_len(samples.len())];
+    let frames = out.len();
+    let mut output =
+        InterleavedSlice::new_mut(&mut out, 1, frames).map_err(|e| err(e.to_string()))?;
+    // process_all_into_buffer trims the resampler's delay and flushes its tail.
+    let (_, produced) = r
+        .process_all_into_buffer(&input, &mut output, samples.len(), None)
         .map_err(|e| err(e.to_string()))?;
-    let delay = r.output_delay();
-    let mut out = Vec::with_capacity(expected + delay + r.output_frames_max());
-    let mut buf = r.output_buffer_allocate(true);
-    for part in samples.chunks(chunk) {
-        let (_, n) = if part.len() == chunk {
-            r.process_into_buffer(&[part], &mut buf, None)
-        } else {
-            r.process_partial_into_buffer(Some(&[part]), &mut buf, None)
-        }
-        .map_err(|e| err(e.to_string()))?;
-        out.extend_from_slice(&buf[0][..n]);
-    }
-    // Flush the filter's tail until the delayed output covers the whole input.
-    while out.len() < expected + delay {
-        let (_, n) = r
-            .process_partial_into_buffer(None::<&[&[f32]]>, &mut buf, None)
-            .map_err(|e| err(e.to_string()))?;
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[0][..n]);
-    }
-    out.drain(..delay.min(out.len()));
+    out.truncate(produced);
     out.resize(expected, 0.0);
     Ok(out)
 }

@@ -23,9 +23,18 @@ struct Counting;
 
 static WORKER_ALLOCS: AtomicU64 = AtomicU64::new(0);
 
+std::thread_local! {
+    /// Counts this thread's allocations too (a test driving a pipeline itself).
+    static COUNT_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn counted() -> bool {
+    on_worker_thread() || COUNT_HERE.with(std::cell::Cell::get)
+}
+
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if on_worker_thread() {
+        if counted() {
             WORKER_ALLOCS.fetch_add(1, Ordering::Relaxed);
         }
         System.alloc(layout)
@@ -34,7 +43,7 @@ unsafe impl GlobalAlloc for Counting {
         System.dealloc(ptr, layout)
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if on_worker_thread() {
+        if counted() {
             WORKER_ALLOCS.fetch_add(1, Ordering::Relaxed);
         }
         System.realloc(ptr, layout, new_size)
@@ -44,17 +53,17 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn noise_wav(dir: &std::path::Path, seconds: f32) -> std::path::PathBuf {
+fn noise_wav(dir: &std::path::Path, seconds: f32, rate: u32) -> std::path::PathBuf {
     let path = dir.join("noise.wav");
     let spec = hound::WavSpec {
         channels: 1,
-        sample_rate: 16_000,
+        sample_rate: rate,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
     let mut w = hound::WavWriter::create(&path, spec).unwrap();
     let mut s = 12345u32;
-    for i in 0..(16_000.0 * seconds) as usize {
+    for i in 0..(rate as f32 * seconds) as usize {
         s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
         let tone = (i as f32 * 0.07).sin() * 6000.0 * ((i / 4000) % 2) as f32;
         w.write_sample((((s >> 16) as f32 / 65536.0 - 0.5) * 4000.0 + tone) as i16)
@@ -68,7 +77,7 @@ fn noise_wav(dir: &std::path::Path, seconds: f32) -> std::path::PathBuf {
 fn the_worker_allocates_nothing_in_steady_state() {
     // One thread, then the engine with its helper thread; a mean-pooled head, then a freqcat one.
     for (threads, pool) in [(1, Pooling::Mean), (2, Pooling::FreqCat)] {
-        run_session(threads, pool);
+        run_session(threads, pool, 16_000);
     }
 }
 
@@ -89,9 +98,9 @@ fn head_with_support(width: usize, n_freq: usize, pool: Pooling) -> Head {
     h
 }
 
-fn run_session(threads: usize, pool: Pooling) {
+fn run_session(threads: usize, pool: Pooling, rate: u32) {
     let dir = tempfile::tempdir().unwrap();
-    let wav = noise_wav(dir.path(), 3.0);
+    let wav = noise_wav(dir.path(), 3.0, rate);
     let cfg = EncoderConfig::preset("tiny").unwrap();
     let vm = VarMap::new();
     let enc = Encoder::load(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &cfg).unwrap();
@@ -151,5 +160,54 @@ fn run_session(threads: usize, pool: Pooling) {
         start,
         "the worker allocated {} times in steady state",
         end - start
+    );
+}
+
+/// A microphone at 48 kHz (the rate cpal prefers) goes through the pipeline's resampler before
+/// the front end: fed in 10 ms callbacks' worth, the pipeline allocates nothing after warm-up.
+#[test]
+fn a_48_khz_stream_is_resampled_without_allocating() {
+    let cfg = EncoderConfig::preset("tiny").unwrap();
+    let vm = VarMap::new();
+    let enc = Encoder::load(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &cfg).unwrap();
+    let engine =
+        Arc::new(FastEncoder::from_encoder(&enc, Precision::Q8, Isa::detect(), 6).unwrap());
+    let mut pipeline = Pipeline::new(
+        PipelineConfig {
+            threads: 1,
+            ..PipelineConfig::default()
+        },
+        &FrontendConfig::default(),
+        48_000,
+        engine,
+        head_with_support(cfg.embed_dim, cfg.n_freq(), Pooling::Mean),
+    )
+    .unwrap();
+    let mut s = 777u32;
+    let chunk: Vec<f32> = (0..480)
+        .map(|i| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            ((s >> 16) as f32 / 65536.0 - 0.5) * 0.2 + (i as f32 * 0.05).sin() * 0.3
+        })
+        .collect();
+    let mut hops = 0u64;
+    let mut on_hop = |_: &audio_jepa::stream::worker::Hop| hops += 1;
+    // Two seconds of warm-up (the window fills, buffers reach their size), then four counted.
+    for _ in 0..200 {
+        pipeline.push(&chunk, &mut on_hop);
+    }
+    COUNT_HERE.with(|c| c.set(true));
+    let before = WORKER_ALLOCS.load(Ordering::Relaxed);
+    for _ in 0..400 {
+        pipeline.push(&chunk, &mut on_hop);
+    }
+    let after = WORKER_ALLOCS.load(Ordering::Relaxed);
+    COUNT_HERE.with(|c| c.set(false));
+    assert!(hops > 20, "only {hops} hops");
+    assert_eq!(
+        after - before,
+        0,
+        "{} allocations in steady state",
+        after - before
     );
 }

@@ -68,8 +68,16 @@ fn alsa_file_device_delivers_the_files_samples_exactly() {
     let n = samples.len();
 
     let devices = list_devices().unwrap();
-    let names: Vec<&str> = devices.iter().map(|d| d.name.as_str()).collect();
-    assert!(names.contains(&"filecap"), "filecap not listed: {names:?}");
+    // Listed under its ALSA PCM name as the stable id and its hint's description as the name;
+    // `--device` takes either.
+    let listed: Vec<(&str, &str)> = devices
+        .iter()
+        .map(|d| (d.id.as_str(), d.name.as_str()))
+        .collect();
+    assert!(
+        listed.contains(&("filecap", "audio-jepa test capture")),
+        "filecap not listed: {listed:?}"
+    );
 
     let (prod, mut cons, counters) = sample_ring(4 * n);
     let capture = open(

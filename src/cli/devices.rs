@@ -23,9 +23,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let default = if d.is_default { " (default)" } else { "" };
         let cfg = d
             .default_config
+            .as_ref()
             .map(|(r, c, f)| format!("{r} Hz, {c} ch, {f}"))
             .unwrap_or_else(|| "no default configuration".into());
-        println!("[{}] {}{default}: {cfg}", d.index, d.name);
+        println!("{}{default}: {cfg}", d.label());
         for (lo, hi, ch, fmt) in d.configs {
             let rate = if lo == hi {
                 format!("{lo} Hz")

@@ -25,7 +25,7 @@ pub struct Args {
     /// A random, untrained edge encoder (flagged on screen): for latency checks only
     #[arg(long)]
     pub random: bool,
-    /// Input device: a name, part of one, or an index from `ajepa devices`
+    /// Input device: an index, an id or a name (or part of one) from `ajepa devices`
     #[arg(long)]
     pub device: Option<String>,
     /// Replay a file instead of the microphone, paced in real time

@@ -273,15 +273,16 @@ impl Session {
             Source::Microphone { device } => {
                 // Open once to learn the rate, then size the ring for it.
                 let probe = capture::list_devices().map_err(|e| e.to_string())?;
-                let rate_guess = probe
+                let pairs: Vec<(String, String)> = probe
                     .iter()
-                    .find(|d| {
-                        device.as_deref().is_none_or(|w| {
-                            d.name.contains(w) || w.parse::<usize>().ok() == Some(d.index)
-                        })
-                    })
-                    .and_then(|d| d.default_config.as_ref().map(|c| c.0))
-                    .unwrap_or(48_000);
+                    .map(|d| (d.name.clone(), d.id.clone()))
+                    .collect();
+                let rate_guess = match device.as_deref() {
+                    Some(w) => capture::pick_device(&pairs, w).map(|i| &probe[i]),
+                    None => probe.iter().find(|d| d.is_default).or(probe.first()),
+                }
+                .and_then(|d| d.default_config.as_ref().map(|c| c.0))
+                .unwrap_or(48_000);
                 let (prod, cons, counters) =
                     sample_ring((rate_guess as f64 * ring_seconds) as usize);
                 let cap = capture::open(device.as_deref(), None, prod, |e| {

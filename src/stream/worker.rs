@@ -8,7 +8,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use rubato::{FftFixedIn, Resampler};
+use rubato::audioadapter_buffers::direct::InterleavedSlice;
+use rubato::{Fft, FixedSync, Resampler, WindowFunction};
 
 use crate::config::FrontendConfig;
 use crate::engine::{FastEncoder, Scratch};
@@ -87,35 +88,56 @@ pub struct Hop {
 /// Rate conversion to the front end's rate for a stream (rubato's FFT resampler fed in fixed
 /// chunks; its delay is not trimmed, which only shifts the stream by a few milliseconds).
 struct StreamResampler {
-    inner: FftFixedIn<f32>,
+    inner: Fft<f32>,
     pending: Vec<f32>,
-    out: Vec<Vec<f32>>,
+    out: Vec<f32>,
 }
 
 impl StreamResampler {
     fn new(from: u32, to: u32) -> Option<Self> {
         let chunk = (from as usize / 100).max(64);
-        let inner = FftFixedIn::<f32>::new(from as usize, to as usize, chunk, 2, 1).ok()?;
-        let out = inner.output_buffer_allocate(true);
+        // Two sub-chunks and rubato's Blackman-Harris window (what rubato 0.16's
+        // `FftFixedIn::new(from, to, chunk, 2, 1)` built): a 10 ms chunk, half of it of delay.
+        let inner = Fft::<f32>::new_custom(
+            from as usize,
+            to as usize,
+            chunk,
+            2,
+            1,
+            WindowFunction::BlackmanHarris2,
+            FixedSync::Input,
+        )
+        .ok()?;
+        let out = vec![0.0; inner.output_frames_max()];
         Some(Self {
-            pending: Vec::with_capacity(chunk),
+            pending: Vec::with_capacity(inner.input_frames_max()),
             inner,
             out,
         })
     }
 
+    /// Feeds `x`; every full chunk is resampled into the preallocated output and passed to
+    /// `emit`. Allocates nothing (the adapters are views over the two buffers).
     fn push(&mut self, mut x: &[f32], mut emit: impl FnMut(&[f32])) {
         while !x.is_empty() {
-            let need = self.inner.input_frames_next() - self.pending.len();
-            let take = need.min(x.len());
+            let next = self.inner.input_frames_next();
+            let take = (next - self.pending.len()).min(x.len());
             self.pending.extend_from_slice(&x[..take]);
             x = &x[take..];
-            if self.pending.len() == self.inner.input_frames_next() {
-                if let Ok((_, n)) =
-                    self.inner
-                        .process_into_buffer(&[&self.pending[..]], &mut self.out, None)
-                {
-                    emit(&self.out[0][..n]);
+            if self.pending.len() == next {
+                let frames_out = self.out.len();
+                let resampled = match (
+                    InterleavedSlice::new(&self.pending[..], 1, next),
+                    InterleavedSlice::new_mut(&mut self.out[..], 1, frames_out),
+                ) {
+                    (Ok(input), Ok(mut output)) => self
+                        .inner
+                        .process_into_buffer(&input, &mut output, None)
+                        .ok(),
+                    _ => None,
+                };
+                if let Some((_, n)) = resampled {
+                    emit(&self.out[..n]);
                 }
                 self.pending.clear();
             }
