@@ -3,6 +3,8 @@
 # and no system CUDA (the recipe of ../shared/gpu/README.md). Prints the environment to use.
 #
 #   scripts/cuda-toolchain.sh            # installs into ~/.cache/ajepa-cuda (or $AJEPA_CUDA_HOME)
+#   scripts/cuda-toolchain.sh --nccl     # and NCCL (nvidia-nccl-cu13), which linking the `nccl`
+#                                        # feature needs (a type check does not)
 #
 # CUDA 13.0 exactly: the GPU machines run driver R580 (CUDA 13.0), which cannot JIT the PTX of a
 # newer nvcc. The link needs libcuda.so, which only a driver provides, so a stub exporting every
@@ -12,8 +14,17 @@ set -euo pipefail
 HOME_DIR=${AJEPA_CUDA_HOME:-$HOME/.cache/ajepa-cuda}
 CUDARC=${CUDARC_VERSION:-0.19.10}   # the cudarc candle 0.11.1 depends on
 CR="$HOME_DIR/cudaroot"
+nccl() {
+  [ -f "$CR/lib/libnccl.so" ] && return 0
+  "$HOME_DIR/venv/bin/pip" install -q "nvidia-nccl-cu13"
+  local lib
+  lib=$("$HOME_DIR/venv/bin/python" -c 'import glob, os, nvidia; print(sorted(glob.glob(os.path.join(list(nvidia.__path__)[0], "nccl", "lib", "libnccl.so*")))[0])')
+  ln -sf "$lib" "$CR/lib/libnccl.so"
+  echo "NCCL linked from $lib" >&2
+}
 if [ -x "$CR/bin/nvcc" ] && [ -f "$CR/lib/stubs/libcuda.so" ]; then
   echo "toolchain already in $CR" >&2
+  if [ "${1:-}" = "--nccl" ]; then nccl; fi
   exit 0
 fi
 python3 -m venv "$HOME_DIR/venv"
@@ -39,3 +50,4 @@ cc -shared -fPIC -o "$CR/lib/stubs/libcuda.so" -Wl,-soname,libcuda.so.1 "$CR/lib
 ln -sf libcuda.so "$CR/lib/stubs/libcuda.so.1"
 "$CR/bin/nvcc" --version | tail -1 >&2
 echo "toolchain ready in $CR" >&2
+if [ "${1:-}" = "--nccl" ]; then nccl; fi

@@ -9,7 +9,7 @@
 #
 # Builds go to target/apple (ignored by git). A type check links nothing, so Metal's frameworks
 # are not needed; running the Metal build needs a Mac (`cargo build --release -p
-# audio-jepa-training --features metal`, then `ajepa-train pretrain --device metal`).
+# audio-jepa-training --features metal`, then `ajepa-train pretrain --compute metal`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=aarch64-apple-darwin

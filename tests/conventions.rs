@@ -41,6 +41,27 @@ fn completions_and_the_manual_page_cover_every_command() {
 }
 
 #[test]
+fn a_device_flag_says_which_kind_of_device() {
+    // `ajepa` picks microphones (`--input-device`); `ajepa-train` picks where to compute
+    // (`--compute`): one word never means both. `--device`, the old name of each, still parses.
+    let listen = ajepa(["listen", "--help"]);
+    assert!(listen.contains("--input-device <DEVICE>"), "{listen}");
+    assert!(!listen.contains("  --device"), "{listen}");
+    let out = ajepa_cmd()
+        .args([
+            "listen",
+            "--device",
+            "no-such-mic",
+            "--input",
+            "missing.wav",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("unexpected argument"), "{err}");
+}
+
+#[test]
 fn a_threshold_outside_zero_to_one_is_refused() {
     for t in ["1.5", "0", "2"] {
         let out = ajepa_cmd()

@@ -25,8 +25,9 @@ pub struct Args {
     /// A random, untrained edge encoder (flagged on screen): for latency checks only
     #[arg(long)]
     pub random: bool,
-    /// Input device: an index, an id or a name (or part of one) from `ajepa devices`
-    #[arg(long)]
+    /// Microphone: an index, an id or a name (or part of one) from `ajepa devices`. (The
+    /// trainer's compute device is `ajepa-train pretrain --compute`; `--device` is an old name.)
+    #[arg(long = "input-device", alias = "device", value_name = "DEVICE")]
     pub device: Option<String>,
     /// Replay a file instead of the microphone, paced in real time
     #[arg(long)]

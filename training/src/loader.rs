@@ -20,6 +20,7 @@ use crate::features::ClipFeatures;
 use crate::masks::{sample_with_probability, BatchMasks};
 
 pub struct Batch {
+    /// The run's batch index: the step of a single process, `step * world + rank` of a rank.
     pub step: u64,
     pub batch: usize,
     pub n_patches: usize,
@@ -525,6 +526,20 @@ impl Loader {
     /// As [`Loader::start`], for a run already `progress` through a wall-clock horizon (a
     /// resumed run: the first batches' mask curriculum must not restart from zero).
     pub fn start_at(clips: Arc<Corpus>, cfg: Arc<TrainConfig>, first: u64, progress: f64) -> Self {
+        Self::start_rank(clips, cfg, first, progress, 0, 1)
+    }
+
+    /// As [`Loader::start_at`], for rank `rank` of `world` data-parallel ranks: its step `s` gets
+    /// the run's batch `s * world + rank` (`distributed::batch_index`), so the ranks together
+    /// use every batch a single process would, each once.
+    pub fn start_rank(
+        clips: Arc<Corpus>,
+        cfg: Arc<TrainConfig>,
+        first: u64,
+        progress: f64,
+        rank: usize,
+        world: usize,
+    ) -> Self {
         let w = cfg.data.loader_threads.max(1) as u64;
         let stop = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(AtomicU64::new(progress.to_bits()));
@@ -545,7 +560,8 @@ impl Loader {
                         Some(_) => f64::from_bits(progress.load(Ordering::Relaxed)),
                         None => cfg.progress(s, 0.0),
                     };
-                    if tx.send(make_batch_at(&clips, &cfg, s, p)).is_err() {
+                    let index = crate::distributed::batch_index(s, rank, world);
+                    if tx.send(make_batch_at(&clips, &cfg, index, p)).is_err() {
                         break;
                     }
                     s += w;

@@ -10,6 +10,7 @@ use audio_jepa::dataset::parse_where;
 use audio_jepa::FrontendConfig;
 use audio_jepa_training::config::{Precision, SourceSpec, TrainConfig};
 use audio_jepa_training::data::list_audio_where;
+use audio_jepa_training::distributed::{Collective, LaunchEnv};
 use audio_jepa_training::features::{load_features, ClipFeatures};
 use audio_jepa_training::loader::{fixed_batch, Corpus, Loader};
 use audio_jepa_training::plot::write_curves;
@@ -29,8 +30,14 @@ pub struct Args {
     /// Run directory: checkpoint, encoder, config, log.jsonl, curves.png
     #[arg(long)]
     out: PathBuf,
-    /// cpu, cuda or metal (the last two need the build features of the same name)
-    #[arg(long, default_value = "cpu")]
+    /// Where to compute: cpu, cuda or metal (the last two need the build features of the same
+    /// name). (`ajepa listen --input-device` picks a microphone; `--device` is an old name.)
+    #[arg(
+        long = "compute",
+        alias = "device",
+        default_value = "cpu",
+        value_name = "DEVICE"
+    )]
     device: String,
     /// Continue the run in --out from its checkpoint
     #[arg(long)]
@@ -51,6 +58,11 @@ pub struct Args {
     /// fast the machine (`[optim] steps` is then only an upper bound). Saved with the run
     #[arg(long)]
     minutes: Option<f64>,
+    /// Multi-GPU runs (WORLD_SIZE > 1): hand out the NCCL id through this file on a path every
+    /// rank sees, instead of over TCP at MASTER_ADDR:MASTER_PORT; it must not exist yet (use a
+    /// path per job, e.g. with $SLURM_JOB_ID)
+    #[arg(long, value_name = "FILE")]
+    rendezvous_file: Option<PathBuf>,
 }
 
 /// Where training features come from (`pretrain` and `prepare`).
@@ -198,12 +210,13 @@ fn parse_precision(s: &str) -> Result<Precision, String> {
     }
 }
 
-fn device(name: &str) -> anyhow::Result<Device> {
+/// The device `name`; for CUDA, GPU `ordinal` (a rank's `LOCAL_RANK`).
+fn device(name: &str, ordinal: usize) -> anyhow::Result<Device> {
     Ok(match name {
         "cpu" => Device::Cpu,
-        "cuda" => {
-            Device::new_cuda(0).context("opening CUDA device 0 (built with --features cuda?)")?
-        }
+        "cuda" => Device::new_cuda(ordinal).with_context(|| {
+            format!("opening CUDA device {ordinal} (built with --features cuda?)")
+        })?,
         "metal" => Device::new_metal(0)
             .context("opening the Metal device (built with --features metal?)")?,
         other => bail!("unknown device `{other}`: use cpu, cuda or metal"),
@@ -221,18 +234,67 @@ pub fn default_cache() -> PathBuf {
 /// `[optim] steps` of a run bounded by `--minutes` alone.
 const UNBOUNDED_STEPS: u64 = 1_000_000_000;
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let dev = device(&args.device)?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    for (path, bytes) in run_dir::remove_stale_temporaries(&args.out)
-        .with_context(|| format!("cleaning {}", args.out.display()))?
-    {
-        eprintln!(
-            "removed {} ({:.1} MB), left by a write that was killed",
-            path.display(),
-            bytes as f64 / 1e6
+/// The process group of a multi-GPU launch (`WORLD_SIZE` > 1).
+#[cfg(feature = "nccl")]
+fn join_group(
+    launch: &LaunchEnv,
+    dev: &Device,
+    args: &Args,
+) -> anyhow::Result<Box<dyn Collective>> {
+    use audio_jepa_training::distributed::nccl::{NcclGroup, Rendezvous};
+    if !matches!(dev, Device::Cuda(_)) {
+        bail!(
+            "WORLD_SIZE={}: data-parallel ranks run on CUDA (--compute cuda)",
+            launch.world_size
         );
+    }
+    let how = match &args.rendezvous_file {
+        Some(p) => Rendezvous::File(p),
+        None => Rendezvous::Tcp,
+    };
+    let group = NcclGroup::join(launch, dev, how).with_context(|| {
+        format!(
+            "rank {} of {}: joining the NCCL group",
+            launch.rank, launch.world_size
+        )
+    })?;
+    Ok(Box::new(group))
+}
+
+#[cfg(not(feature = "nccl"))]
+fn join_group(launch: &LaunchEnv, _: &Device, _: &Args) -> anyhow::Result<Box<dyn Collective>> {
+    bail!(
+        "WORLD_SIZE={} (rank {}): this ajepa-train was built without NCCL; multi-GPU pretraining needs a build with `scripts/build-cuda.sh` (features cuda,nccl), one process per GPU (scripts/launch.sh)",
+        launch.world_size,
+        launch.rank
+    )
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let launch = LaunchEnv::from_env()?;
+    let is_main = launch.rank == 0;
+    let dev = device(&args.device, launch.local_rank)?;
+    // Rank 0 alone tells the user what happens; the others would say the same.
+    macro_rules! say {
+        ($($t:tt)*) => { if is_main { eprintln!($($t)*) } };
+    }
+    let group = if launch.world_size > 1 {
+        Some(join_group(&launch, &dev, &args)?)
+    } else {
+        None
+    };
+    if is_main {
+        std::fs::create_dir_all(&args.out)
+            .with_context(|| format!("creating {}", args.out.display()))?;
+        for (path, bytes) in run_dir::remove_stale_temporaries(&args.out)
+            .with_context(|| format!("cleaning {}", args.out.display()))?
+        {
+            eprintln!(
+                "removed {} ({:.1} MB), left by a write that was killed",
+                path.display(),
+                bytes as f64 / 1e6
+            );
+        }
     }
     let has_ckpt = args.out.join(CHECKPOINT).is_file();
     let mut trainer = if args.resume {
@@ -240,7 +302,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             bail!("--resume: {} holds no {CHECKPOINT}", args.out.display());
         }
         let t = Trainer::resume(&args.out, &dev)?;
-        eprintln!("resuming {} at step {}", args.out.display(), t.step);
+        say!("resuming {} at step {}", args.out.display(), t.step);
         t
     } else {
         if has_ckpt {
@@ -270,7 +332,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if let Some(init) = &args.init {
             t.init_from(init)
                 .with_context(|| format!("--init {}", init.display()))?;
-            eprintln!("starting from the weights of {}", init.display());
+            say!("starting from the weights of {}", init.display());
         }
         t
     };
@@ -288,22 +350,40 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         trainer.jepa.set_compute_dtype(p.dtype())?;
     }
     if trainer.cfg.optim.precision == Precision::Bf16 && matches!(dev, Device::Cpu) {
-        eprintln!(
+        say!(
             "note: bf16 mixed precision on the CPU is slower than f32 (candle's CPU bf16 matmul); it is meant for GPUs"
         );
     }
+    if let Some(group) = group {
+        // Every rank now holds rank 0's weights, and averages its gradients with the others.
+        trainer.join(group)?;
+        say!(
+            "{} data-parallel ranks over NCCL: {} crops per step in all",
+            launch.world_size,
+            launch.world_size * trainer.cfg.optim.batch_size
+        );
+    }
+    let world = launch.world_size;
     let cfg = Arc::new(trainer.cfg.clone());
 
+    // Rank 0 decodes and caches the features first; the other ranks then read its cache
+    // instead of decoding the same files at once (the barrier pairs with the one below).
+    if world > 1 && !is_main {
+        trainer.collective().barrier()?;
+    }
     let loaded = args.sources.load(&cfg.frontend, &cfg.data.sources)?;
+    if world > 1 && is_main {
+        trainer.collective().barrier()?;
+    }
     let (clips, skipped) = (loaded.clips, loaded.skipped);
     let frames: usize = clips.iter().map(|c| c.n_frames).sum();
-    eprintln!(
+    say!(
         "{} clips ({:.2} h of audio), {skipped} skipped",
         clips.len(),
         frames as f64 * cfg.frontend.frame_shift_ms / 3.6e6,
     );
     let enc = &trainer.jepa.enc_cfg;
-    eprintln!(
+    say!(
         "encoder {}-wide x {} deep ({:.2} M parameters), predictor {} x {}, batch {}, {} steps, device {}, {:?}",
         enc.embed_dim,
         enc.depth,
@@ -317,7 +397,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
 
     let corpus = Corpus::with_sources(clips, loaded.source_of, &loaded.weights, &cfg);
-    eprintln!(
+    say!(
         "{:.2} h of sound{}; crops drawn by {:?}",
         corpus.active_frames() as f64 * cfg.frontend.frame_shift_ms / 3.6e6,
         if cfg.data.trim_silence {
@@ -331,14 +411,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let n_patches = fixed.len() / n_fixed / enc.patch_len();
     let fixed = Tensor::from_vec(fixed, (n_fixed, n_patches, enc.patch_len()), &dev)?;
 
-    let loader = Loader::start_at(
+    let loader = Loader::start_rank(
         Arc::new(corpus),
         cfg.clone(),
         trainer.step,
         cfg.progress(trainer.step, trainer.elapsed_s),
+        launch.rank,
+        world,
     );
     let log_path = args.out.join("log.jsonl");
-    if args.resume {
+    if args.resume && is_main {
         // The steps after the checkpoint are done again; keep each step once in the log.
         let dropped = run_dir::truncate_log(&log_path, trainer.step)
             .with_context(|| format!("trimming {}", log_path.display()))?;
@@ -349,31 +431,42 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("opening {}", log_path.display()))?;
+    // Rank 0 alone logs, plots and saves; the other ranks' log goes nowhere.
+    let mut log: Box<dyn Write> = if is_main {
+        Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .with_context(|| format!("opening {}", log_path.display()))?,
+        )
+    } else {
+        Box::new(std::io::sink())
+    };
     let (mut loss_pts, mut rank_t, mut rank_p) = read_curves(&log_path);
 
     let total = cfg.optim.steps;
     let by_time = cfg.optim.minutes.is_some();
     // By time, the bar counts per mille of the horizon.
     let bar_len = if by_time { 1000 } else { total };
-    let bar = ProgressBar::new(bar_len)
-        .with_position(if by_time {
-            (cfg.progress(trainer.step, trainer.elapsed_s) * 1000.0) as u64
+    let bar = if is_main {
+        ProgressBar::new(bar_len)
+    } else {
+        ProgressBar::hidden()
+    }
+    .with_position(if by_time {
+        (cfg.progress(trainer.step, trainer.elapsed_s) * 1000.0) as u64
+    } else {
+        trainer.step
+    })
+    .with_style(
+        ProgressStyle::with_template(if by_time {
+            "{bar:30} {percent}% of the horizon, step {msg} [{elapsed}]"
         } else {
-            trainer.step
+            "{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]"
         })
-        .with_style(
-            ProgressStyle::with_template(if by_time {
-                "{bar:30} {percent}% of the horizon, step {msg} [{elapsed}]"
-            } else {
-                "{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]"
-            })
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let started = Instant::now();
     let elapsed_before = trainer.elapsed_s;
     let mut window = (Instant::now(), 0usize);
@@ -382,7 +475,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     while trainer.step < total {
         let step = trainer.step;
         trainer.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-        let progress = cfg.progress(step, trainer.elapsed_s);
+        let mut progress = cfg.progress(step, trainer.elapsed_s);
+        if by_time && world > 1 {
+            // Each rank's clock differs a little: all follow rank 0's, so that their schedules
+            // (and their decision to stop) agree.
+            let mine = Tensor::new(&[progress as f32], &dev)?;
+            progress = trainer.collective().broadcast(&mine, 0)?.to_vec1::<f32>()?[0] as f64;
+        }
         if by_time && progress >= 1.0 {
             break;
         }
@@ -409,7 +508,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 return Err(e).context(advice);
             }
         };
-        window.1 += batch.batch;
+        window.1 += batch.batch * world;
         loss_acc.0 += stats.loss;
         loss_acc.1 += 1;
         let done = trainer.step;
@@ -433,7 +532,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     "step": done, "loss": mean_loss, "lr": stats.lr, "wd": stats.wd,
                     "momentum": stats.momentum, "tf_prob": stats.tf_prob, "mask": stats.mask,
                     "grad_norm": stats.grad_norm, "context_len": stats.context_len,
-                    "progress": stats.progress, "crops": done * cfg.optim.batch_size as u64,
+                    "progress": stats.progress,
+                    "crops": done * (world * cfg.optim.batch_size) as u64,
                     "samples_per_s": sps, "elapsed_s": started.elapsed().as_secs_f64(),
                 })
             )?;
@@ -446,7 +546,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } else {
             done
         });
-        if cfg.run.rank_every > 0 && done % cfg.run.rank_every == 0 {
+        if is_main && cfg.run.rank_every > 0 && done % cfg.run.rank_every == 0 {
             record_rank(
                 &trainer,
                 &fixed,
@@ -463,19 +563,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             trainer.save(&args.out)?;
             saved_at = Some(done);
             let x_max = if by_time { done } else { total };
-            let _ = write_curves(
-                &args.out.join("curves.png"),
-                &loss_pts,
-                &rank_t,
-                &rank_p,
-                x_max as f64,
-            );
+            if is_main {
+                let _ = write_curves(
+                    &args.out.join("curves.png"),
+                    &loss_pts,
+                    &rank_t,
+                    &rank_p,
+                    x_max as f64,
+                );
+            }
         }
     }
     // The end of the schedule (or of the clock): the final state, unless the periodic rank
     // and checkpoint above already recorded this very step.
     let done = trainer.step;
-    if cfg.run.rank_every > 0 && ranked_at != Some(done) {
+    if is_main && cfg.run.rank_every > 0 && ranked_at != Some(done) {
         record_rank(
             &trainer,
             &fixed,
@@ -490,18 +592,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         trainer.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
         trainer.save(&args.out)?;
     }
-    let _ = write_curves(
-        &args.out.join("curves.png"),
-        &loss_pts,
-        &rank_t,
-        &rank_p,
-        done as f64,
-    );
+    if is_main {
+        let _ = write_curves(
+            &args.out.join("curves.png"),
+            &loss_pts,
+            &rank_t,
+            &rank_p,
+            done as f64,
+        );
+    }
     bar.finish();
-    eprintln!(
+    say!(
         "done: {} steps ({} crops) in {:.1} min of training; encoder {} (the {:?} encoder; both are saved beside it)",
         trainer.step,
-        trainer.step * cfg.optim.batch_size as u64,
+        trainer.step * (world * cfg.optim.batch_size) as u64,
         trainer.elapsed_s / 60.0,
         args.out.join(ENCODER).display(),
         cfg.run.export,
@@ -516,7 +620,7 @@ fn record_rank(
     trainer: &Trainer,
     fixed: &Tensor,
     cfg: &TrainConfig,
-    log: &mut std::fs::File,
+    log: &mut dyn Write,
     rank_t: &mut Vec<(f64, f64)>,
     rank_p: &mut Vec<(f64, f64)>,
     bar: &ProgressBar,

@@ -13,6 +13,7 @@ use audio_jepa::model::ModelError;
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::{ExportEncoder, TrainConfig};
+use crate::distributed::{average_gradients, broadcast_vars, Collective, DistError, SingleProcess};
 use crate::jepa::{Jepa, MaskTensors};
 use crate::loader::Batch;
 use crate::masks::MaskKind;
@@ -36,6 +37,8 @@ pub enum TrainError {
     Checkpoint { path: PathBuf, reason: String },
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error(transparent)]
+    Distributed(#[from] DistError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -65,6 +68,8 @@ pub struct Trainer {
     /// Seconds of training so far (over resumes): a wall-clock horizon's clock.
     pub elapsed_s: f64,
     loss_ema: Option<f64>,
+    /// The data-parallel group this rank trains in ([`SingleProcess`] by default).
+    collective: Box<dyn Collective>,
 }
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -102,7 +107,29 @@ impl Trainer {
             step: 0,
             elapsed_s: 0.0,
             loss_ema: None,
+            collective: Box::new(SingleProcess),
         })
+    }
+
+    /// Trains as one rank of `c`'s group: rank 0's weights (context, predictor, EMA target) are
+    /// copied to every rank now, and each step averages the gradients over the ranks before the
+    /// optimiser, so the ranks stay identical. Call on every rank, after any resume or `--init`.
+    pub fn join(&mut self, c: Box<dyn Collective>) -> Result<(), TrainError> {
+        let vars: Vec<_> = self
+            .jepa
+            .trainable_vars()
+            .into_iter()
+            .chain(self.jepa.target_vars())
+            .map(|(_, v)| v)
+            .collect();
+        broadcast_vars(&*c, &vars)?;
+        self.collective = c;
+        Ok(())
+    }
+
+    /// The group this rank trains in.
+    pub fn collective(&self) -> &dyn Collective {
+        &*self.collective
     }
 
     /// Schedules at `progress` in `[0, 1]` of the run: (lr, wd, momentum).
@@ -148,7 +175,22 @@ impl Trainer {
         let loss = self
             .jepa
             .objective_loss(&patches, student.as_ref(), &views, &obj)?;
-        let grads = loss.backward()?;
+        let mut grads = loss.backward()?;
+        // Data-parallel ranks average their gradients (and their losses, in the same
+        // all-reduce) before anything reads them, so every rank takes the same decisions below.
+        let loss = if self.collective.world_size() > 1 {
+            let vars: Vec<_> = self
+                .jepa
+                .trainable_vars()
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect();
+            let mean = loss.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let avg = average_gradients(&*self.collective, &vars, &mut grads, &mean)?;
+            Tensor::new(avg[0], &dev)?
+        } else {
+            loss
+        };
         // One device-to-host transfer per step (the loss and the gradient norm together): the
         // checks below need both before the parameters are touched, and nothing else is read.
         let sq_norm = self.opt.grad_sq_norm(&grads)?;
@@ -213,8 +255,12 @@ impl Trainer {
     }
 
     /// Writes `checkpoint.safetensors` (model, target, predictor, optimiser moments, step and
-    /// config), `config.toml` and the exported target encoder, each atomically.
+    /// config), `config.toml` and the exported target encoder, each atomically. Rank 0 alone
+    /// writes (every rank holds the same state); on the other ranks this does nothing.
     pub fn save(&self, dir: &Path) -> Result<(), TrainError> {
+        if !self.collective.is_main() {
+            return Ok(());
+        }
         let mut tensors: HashMap<String, Tensor> = self.jepa.tensors();
         for (k, v) in self.opt.state() {
             tensors.insert(format!("opt.{k}"), v);
