@@ -5,7 +5,9 @@ then tag held-out clips of them with `ajepa listen`.
 10 ESC-50 classes outside ESC-10 (the 10 lowest ESC-50 class numbers not in ESC-10), 5 clips each from folds
 1-3 (the first five by file name) in a folder per class; `ajepa finetune --folders` fits the head on the
 encoder; every fold-4 clip of those classes (8 per class) goes through `ajepa listen --fast --json`, and a
-clip's tag is the class with the highest mean probability over its hops. Standard library only.
+clip's tag is the class with the highest mean probability over its hops (hops that listen flags as silence
+left out: they turn no tag on). `--via tag` asks `ajepa tag` instead (the product's clip verdict). Standard
+library only.
 
 `--pick distinct` takes the five clips of a class from five different source recordings, round-robin over
 folds 1-3 (ESC-50's first five by file name are often five takes of one recording: all of "pig"'s are), as a
@@ -14,7 +16,7 @@ ESC-50 style CSV (train fold 1, test fold 4) and runs `ajepa eval` on it with a 
 log-mel statistics and random-init baselines, same clips, same protocol.
 
     python3 scripts/fewshot_esc50.py --model models/default/encoder.safetensors [--full] [--pick first|distinct]
-        [--pool freqcat|mean] [--probe] [--work /tmp/fewshot]
+        [--pool freqcat|mean] [--classifier auto|logistic|prototype] [--probe] [--work /tmp/fewshot]
 """
 
 import argparse
@@ -39,6 +41,14 @@ def main():
                     help="first: the first five clips by file name; distinct: five source recordings")
     ap.add_argument("--pool", choices=["freqcat", "mean"], default="freqcat",
                     help="the head's pooling (finetune --pool): freqcat (the default) or mean")
+    ap.add_argument("--classifier", choices=["auto", "logistic", "prototype"], default="auto",
+                    help="the head (finetune --classifier): chosen by cross-validation, or forced")
+    ap.add_argument("--finetune-arg", action="append", default=[], metavar="ARG",
+                    help="passed on to `ajepa finetune` (repeat), e.g. --finetune-arg=--window-hop=1")
+    ap.add_argument("--via", choices=["listen", "tag"], default="listen",
+                    help="listen: `ajepa listen --json` on each clip, the mean probability over its hops "
+                         "(hops flagged silent left out, as listen shows them); tag: `ajepa tag --json`, "
+                         "the product's clip verdict (finetune's windows, quiet ones left out)")
     ap.add_argument("--probe", action="store_true",
                     help="also `ajepa eval` the same split (linear probe on whole clips, both baselines)")
     args = ap.parse_args()
@@ -102,40 +112,59 @@ def main():
 
     head_dir = os.path.join(args.work, "head")
     cmd = [args.ajepa, "finetune", "--model", args.model, "--folders", train_dir, "--out", head_dir,
-           "--pool", args.pool]
+           "--pool", args.pool, "--classifier", args.classifier]
     if args.full:
         cmd.append("--full")
+    cmd += args.finetune_arg
     fit = subprocess.run(cmd, capture_output=True, text=True)
     sys.stderr.write(fit.stderr[-2000:])
     if fit.returncode != 0:
         sys.exit(f"finetune failed ({fit.returncode})")
     encoder = os.path.join(head_dir, "encoder.safetensors") if args.full else args.model
+    try:
+        head_choice = json.load(open(os.path.join(head_dir, "finetune.json"))).get("head")
+    except (OSError, ValueError):
+        head_choice = None
 
+    head = os.path.join(head_dir, "head.safetensors")
+    guesses = {}
+    if args.via == "tag":
+        out = subprocess.run(
+            [args.ajepa, "tag", "--json", "--no-unknown", "--top", "1", "--model", encoder, "--head", head]
+            + [p for p, _ in test],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        for line in out.splitlines():
+            msg = json.loads(line)
+            top = msg.get("top") or []
+            guesses[os.path.abspath(msg["file"])] = top[0][0] if top else None
+    else:
+        for path, _ in test:
+            out = subprocess.run(
+                [args.ajepa, "listen", "--fast", "--json", "--input", path, "--model", encoder,
+                 "--head", head],
+                capture_output=True, text=True, check=True,
+            ).stdout
+            sums = defaultdict(float)
+            for line in out.splitlines():
+                msg = json.loads(line)
+                # A hop below the silence gate shows SILENCE and turns no tag on: not a vote.
+                if msg.get("type") != "hop" or msg.get("silent"):
+                    continue
+                for label, p in msg["top"]:
+                    sums[label] += p
+            guesses[path] = max(sums, key=sums.get) if sums else None
     correct = 0
     per_class = defaultdict(lambda: [0, 0])
     for path, truth in test:
-        out = subprocess.run(
-            [args.ajepa, "listen", "--fast", "--json", "--input", path, "--model", encoder,
-             "--head", os.path.join(head_dir, "head.safetensors")],
-            capture_output=True, text=True, check=True,
-        ).stdout
-        sums = defaultdict(float)
-        hops = 0
-        for line in out.splitlines():
-            msg = json.loads(line)
-            if msg.get("type") != "hop":
-                continue
-            hops += 1
-            for label, p in msg["top"]:
-                sums[label] += p
-        guess = max(sums, key=sums.get) if sums else None
         per_class[truth][1] += 1
-        if guess == truth:
+        if guesses.get(path) == truth:
             correct += 1
             per_class[truth][0] += 1
     acc = correct / len(test)
     print(json.dumps({
-        "model": args.model, "full": args.full, "pool": args.pool, "shots": args.shots, "pick": args.pick, "classes": classes,
+        "model": args.model, "full": args.full, "pool": args.pool, "classifier": args.classifier, "via": args.via,
+        "head": head_choice, "shots": args.shots, "pick": args.pick, "classes": classes,
         "test_clips": len(test), "accuracy": acc,
         "per_class": {c: f"{per_class[c][0]}/{per_class[c][1]}" for c in classes},
     }))

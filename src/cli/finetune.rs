@@ -64,6 +64,11 @@ pub struct Args {
     /// Columns between the starts of a clip's windows
     #[arg(long, default_value_t = 3)]
     pub window_hop: usize,
+    /// The head: `logistic` (a linear probe, L2 chosen on validation clips or by
+    /// cross-validation), `prototype` (nearest class mean on cosine, no fitting), or `auto`
+    /// (whichever of them scores best on the validation clips, or by cross-validation)
+    #[arg(long, value_enum, default_value = "auto")]
+    pub classifier: ClassifierKind,
     /// Output folder: head.safetensors (and encoder.safetensors/.json with --full),
     /// finetune.json, confusion.png
     #[arg(long)]
@@ -213,20 +218,87 @@ pub fn clip_scores(
     Ok(scores(&set.labels, &pred, head.classes()))
 }
 
-/// L2 for a probe on windows `x` (`windows[i]` consecutive rows per clip, clip labels
-/// `clip_labels`) by k-fold cross-validation over clips: fold j holds the j-th, (j+k)-th, ...
-/// clip of every class, so a clip's windows never sit on both sides; k = min(5, the smallest
-/// class's clip count). Returns (L2, held-out window accuracy, k); k is `None` when a class has a
-/// single clip (nothing to hold out), and the L2 is then the default.
-fn cross_validated_l2(
+/// Which heads `finetune --classifier` may choose from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClassifierKind {
+    Auto,
+    Logistic,
+    Prototype,
+}
+
+/// One candidate head.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Classifier {
+    Logistic { l2: f32 },
+    Prototype,
+}
+
+impl Classifier {
+    fn fit(self, x: &[f32], y: &[usize], dim: usize, classes: usize) -> Probe {
+        match self {
+            Classifier::Logistic { l2 } => Probe::fit(
+                x,
+                y,
+                dim,
+                classes,
+                ProbeConfig {
+                    l2,
+                    ..ProbeConfig::default()
+                },
+            ),
+            Classifier::Prototype => Probe::prototypes(x, y, dim, classes),
+        }
+    }
+
+    pub fn describe(self) -> String {
+        match self {
+            Classifier::Logistic { l2 } => format!("linear probe, L2 {l2:e}"),
+            Classifier::Prototype => "nearest class prototype (cosine)".into(),
+        }
+    }
+}
+
+impl ClassifierKind {
+    /// The candidates, in the order ties go to the later one: the prototype head, then the
+    /// probe from weak to strong L2.
+    fn candidates(self) -> Vec<Classifier> {
+        let logistic = HEAD_L2_GRID.iter().map(|&l2| Classifier::Logistic { l2 });
+        match self {
+            ClassifierKind::Auto => std::iter::once(Classifier::Prototype)
+                .chain(logistic)
+                .collect(),
+            ClassifierKind::Logistic => logistic.collect(),
+            ClassifierKind::Prototype => vec![Classifier::Prototype],
+        }
+    }
+
+    /// What to use when nothing can be validated.
+    fn fallback(self) -> Classifier {
+        match self {
+            ClassifierKind::Prototype => Classifier::Prototype,
+            _ => Classifier::Logistic {
+                l2: ProbeConfig::default().l2,
+            },
+        }
+    }
+}
+
+/// The head for windows `x` (`windows[i]` consecutive rows per clip, clip labels
+/// `clip_labels`) chosen among `kind`'s candidates by k-fold cross-validation over clips: fold j holds
+/// the j-th, (j+k)-th, ... clip of every class, so a clip's windows never sit on both sides;
+/// k = min(5, the smallest class's clip count). Returns (choice, held-out window accuracy, k);
+/// k is `None` when a class has a single clip (nothing to hold out), and the choice is then
+/// `kind`'s fallback.
+fn cross_validated(
     x: &[f32],
     y: &[usize],
     windows: &[usize],
     clip_labels: &[usize],
     dim: usize,
     classes: usize,
-) -> (f32, f64, Option<usize>) {
-    let base = ProbeConfig::default();
+    kind: ClassifierKind,
+) -> (Classifier, f64, Option<usize>) {
+    let (candidates, fallback) = (kind.candidates(), kind.fallback());
     let mut per_class = vec![0usize; classes];
     let fold_of: Vec<usize> = clip_labels
         .iter()
@@ -241,8 +313,8 @@ fn cross_validated_l2(
         .filter(|&n| n > 0)
         .min()
         .unwrap_or(0);
-    if smallest < 2 {
-        return (base.l2, 0.0, None);
+    if smallest < 2 || candidates.is_empty() {
+        return (fallback, 0.0, None);
     }
     let k = smallest.min(5);
     // The fold of every window.
@@ -251,8 +323,8 @@ fn cross_validated_l2(
         .zip(windows)
         .flat_map(|(&f, &n)| std::iter::repeat_n(f % k, n))
         .collect();
-    let mut best = (base.l2, -1.0f64);
-    for l2 in HEAD_L2_GRID {
+    let mut best = (fallback, -1.0f64);
+    for &cand in &candidates {
         let (mut hits, mut total) = (0usize, 0usize);
         for j in 0..k {
             let (mut xt, mut yt) = (Vec::new(), Vec::new());
@@ -262,7 +334,7 @@ fn cross_validated_l2(
                     yt.push(t);
                 }
             }
-            let p = Probe::fit(&xt, &yt, dim, classes, ProbeConfig { l2, ..base });
+            let p = cand.fit(&xt, &yt, dim, classes);
             for ((r, &t), &f) in x.chunks_exact(dim).zip(y).zip(&wfold) {
                 if f == j {
                     total += 1;
@@ -271,9 +343,9 @@ fn cross_validated_l2(
             }
         }
         let acc = hits as f64 / total.max(1) as f64;
-        // The stronger L2 on ties (the grid ascends).
+        // The later candidate on ties (the stronger L2).
         if acc >= best.1 {
-            best = (l2, acc);
+            best = (cand, acc);
         }
     }
     (best.0, best.1, Some(k))
@@ -284,73 +356,66 @@ fn cross_validated_l2(
 /// lost 1-2.5 points on the five-shot job (scripts/fewshot_esc50.py), so the grid stops at 0.1.
 pub const HEAD_L2_GRID: [f32; 4] = [1e-4, 1e-3, 1e-2, 1e-1];
 
-/// Linear probe on frozen window embeddings; L2 chosen on the validation clips.
+/// A head on frozen window embeddings, chosen among `kind`'s candidates on the validation clips
+/// (or by cross-validation over the training clips when there are none). Returns the head and
+/// the choice.
 pub fn fit_probe(
     enc: &Encoder,
     labels: &[String],
     train: &LabeledClips,
     val: &LabeledClips,
     pool: Pooling,
-) -> anyhow::Result<Head> {
+    kind: ClassifierKind,
+) -> anyhow::Result<(Head, Classifier)> {
     let dim = pool.dim(enc.config().embed_dim, enc.config().n_freq());
     let (x, y) = embed_all(enc, train, pool)?;
     if val.clips.is_empty() {
         // Too few clips for a validation split (5 per class leaves none, issue 15): choose L2 by
         // cross-validation over the training clips instead of "on 0 clips".
         let windows: Vec<usize> = train.clips.iter().map(|c| c.n).collect();
-        let (l2, acc, k) = cross_validated_l2(&x, &y, &windows, &train.labels, dim, labels.len());
-        let mut head = Probe::fit(
-            &x,
-            &y,
-            dim,
-            labels.len(),
-            ProbeConfig {
-                l2,
-                ..ProbeConfig::default()
-            },
-        )
-        .to_head(labels.to_vec(), pool);
+        let (choice, acc, k) =
+            cross_validated(&x, &y, &windows, &train.labels, dim, labels.len(), kind);
+        let mut head = choice
+            .fit(&x, &y, dim, labels.len())
+            .to_head(labels.to_vec(), pool);
         match k {
             Some(k) => note!(
-                "linear probe: no validation clips; L2 {l2:e} chosen by {k}-fold cross-validation over the {} training clips ({:.1} % of held-out windows)",
+                "head: no validation clips; {} chosen by {k}-fold cross-validation over the {} training clips ({:.1} % of held-out windows)",
+                choice.describe(),
                 train.clips.len(),
                 100.0 * acc
             ),
             None => note!(
-                "linear probe: no validation clips and a class with a single clip: L2 {l2:e} (the default), not validated"
+                "head: no validation clips and a class with a single clip: {} (the default), not validated",
+                choice.describe()
             ),
         }
         let (sx, sy) = support_subset(&x, &y, dim, SUPPORT_PER_CLASS);
         head.support = sx;
         head.support_labels = sy;
-        return Ok(head);
+        return Ok((head, choice));
     }
-    let mut best: Option<(f64, Head, f32)> = None;
-    for l2 in HEAD_L2_GRID {
-        let cfg = ProbeConfig {
-            l2,
-            ..ProbeConfig::default()
-        };
-        let head = Probe::fit(&x, &y, dim, labels.len(), cfg).to_head(labels.to_vec(), pool);
-        let acc = if val.clips.is_empty() {
-            0.0
-        } else {
-            clip_scores(enc, &head, val)?.0
-        };
+    let mut best: Option<(f64, Head, Classifier)> = None;
+    for cand in kind.candidates() {
+        let head = cand
+            .fit(&x, &y, dim, labels.len())
+            .to_head(labels.to_vec(), pool);
+        let acc = clip_scores(enc, &head, val)?.0;
         if best.as_ref().is_none_or(|(a, _, _)| acc > *a) {
-            best = Some((acc, head, l2));
+            best = Some((acc, head, cand));
         }
     }
-    let (acc, mut head, l2) = best.context("no probe fitted")?;
+    let (acc, mut head, choice) = best.context("no head fitted")?;
     note!(
-        "linear probe: L2 {l2:e} chosen on {} validation clips ({:.1} %)",
+        "head: {} chosen on {} validation clips ({:.1} %)",
+        choice.describe(),
         val.clips.len(),
         100.0 * acc
     );
     let (sx, sy) = support_subset(&x, &y, dim, SUPPORT_PER_CLASS);
     head.support = sx;
     head.support_labels = sy;
-    Ok(head)
+    Ok((head, choice))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -396,9 +461,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let test = load_clips(&set, &splits.test, &ws, "test")?;
     let started = std::time::Instant::now();
     let (enc, _) = super::model::load(&args.model)?;
-    let probe = fit_probe(&enc, &set.classes, &train, &val, args.pool)?;
+    let (probe, choice) = fit_probe(&enc, &set.classes, &train, &val, args.pool, args.classifier)?;
     let mut summary = serde_json::json!({
         "model": args.model, "classes": set.classes, "window_columns": ws.columns, "pool": args.pool.as_str(),
+        "head": choice.describe(),
         "train_clips": train.clips.len(), "val_clips": val.clips.len(), "test_clips": test.clips.len(),
         "train_windows": train.windows(),
     });
@@ -497,7 +563,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::cross_validated_l2;
+    use super::{cross_validated, Classifier, ClassifierKind};
+
+    fn cross_validated_l2(
+        x: &[f32],
+        y: &[usize],
+        w: &[usize],
+        l: &[usize],
+        dim: usize,
+        classes: usize,
+    ) -> (f32, f64, Option<usize>) {
+        let kind = ClassifierKind::Logistic;
+        let (c, acc, k) = cross_validated(x, y, w, l, dim, classes, kind);
+        match c {
+            Classifier::Logistic { l2 } => (l2, acc, k),
+            Classifier::Prototype => panic!("a prototype head among logistic candidates"),
+        }
+    }
 
     /// Windows of clip `i` of class `c`: the class's direction plus a little clip-specific noise.
     fn data(clips_per_class: &[usize]) -> (Vec<f32>, Vec<usize>, Vec<usize>, Vec<usize>) {
@@ -528,5 +610,20 @@ mod tests {
         let (x, y, w, l) = data(&[5, 1]);
         let (_, _, k) = cross_validated_l2(&x, &y, &w, &l, 4, 2);
         assert_eq!(k, None);
+    }
+
+    #[test]
+    fn auto_weighs_the_prototype_head_against_the_probes() {
+        // Separable classes: every candidate scores 100 %, and the tie goes to the last one
+        // (the strongest L2); the prototype head alone is what `prototype` gets.
+        let (x, y, w, l) = data(&[5, 5, 4]);
+        let auto = ClassifierKind::Auto;
+        let (c, acc, _) = cross_validated(&x, &y, &w, &l, 4, 3, auto);
+        assert_eq!(acc, 1.0);
+        assert_eq!(c, Classifier::Logistic { l2: 0.1 });
+        assert_eq!(auto.candidates()[0], Classifier::Prototype);
+        let proto = ClassifierKind::Prototype;
+        let (c, acc, _) = cross_validated(&x, &y, &w, &l, 4, 3, proto);
+        assert_eq!((c, acc), (Classifier::Prototype, 1.0));
     }
 }

@@ -44,32 +44,78 @@ fn softmax_row(z: &mut [f32]) {
     }
 }
 
+/// Per-feature mean and 1/std of the rows of `x`, and the rows standardised with them.
+fn standardize(x: &[f32], dim: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let n = (x.len() / dim.max(1)).max(1);
+    let mut mean = vec![0f32; dim];
+    let mut var = vec![0f32; dim];
+    for r in x.chunks_exact(dim) {
+        for (m, v) in mean.iter_mut().zip(r) {
+            *m += v / n as f32;
+        }
+    }
+    for r in x.chunks_exact(dim) {
+        for ((s, v), m) in var.iter_mut().zip(r).zip(&mean) {
+            *s += (v - m) * (v - m) / n as f32;
+        }
+    }
+    let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v.sqrt() + 1e-6)).collect();
+    let xs: Vec<f32> = x
+        .chunks_exact(dim)
+        .flat_map(|r| {
+            r.iter()
+                .zip(&mean)
+                .zip(&inv_std)
+                .map(|((v, m), s)| (v - m) * s)
+        })
+        .collect();
+    (mean, inv_std, xs)
+}
+
+/// The logit scale of a prototype head: a window at cosine 1 from a prototype scores this much
+/// (cosine classifiers use 10-30; with 10 classes, 10 leaves room for doubt between neighbours).
+const PROTOTYPE_SCALE: f32 = 10.0;
+
 impl Probe {
+    /// Nearest class prototype on cosine similarity (SimpleShot, Wang et al. 2019: centre,
+    /// L2-normalise, average per class): no fitting, so no regularisation to choose, and on a
+    /// handful of clips per class it can beat a logistic regression. Features are centred and
+    /// scaled as [`Probe::fit`] does; the logits are `PROTOTYPE_SCALE x cos(x, prototype)` for a
+    /// window of typical norm, so it is a linear head like the others (argmax is exactly the
+    /// nearest prototype, whatever the window's norm).
+    pub fn prototypes(x: &[f32], y: &[usize], dim: usize, classes: usize) -> Self {
+        let (mean, inv_std, xs) = standardize(x, dim);
+        let mut proto = vec![0f32; classes * dim];
+        let mut norm_sum = 0f64;
+        for (r, &label) in xs.chunks_exact(dim).zip(y) {
+            let norm = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            norm_sum += norm as f64;
+            for (p, v) in proto[label * dim..(label + 1) * dim].iter_mut().zip(r) {
+                *p += v / norm;
+            }
+        }
+        let typical = (norm_sum / y.len().max(1) as f64) as f32;
+        for c in proto.chunks_exact_mut(dim) {
+            let norm = c.iter().map(|v| v * v).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                let k = PROTOTYPE_SCALE / (norm * typical.max(1e-12));
+                c.iter_mut().for_each(|v| *v *= k);
+            }
+        }
+        Self {
+            dim,
+            classes,
+            mean,
+            inv_std,
+            weight: proto,
+            bias: vec![0.0; classes],
+        }
+    }
+
     /// Fits on `x` (`n x dim`, row-major) with labels `y` in `0..classes`.
     pub fn fit(x: &[f32], y: &[usize], dim: usize, classes: usize, cfg: ProbeConfig) -> Self {
         let n = y.len();
-        let mut mean = vec![0f32; dim];
-        let mut var = vec![0f32; dim];
-        for r in x.chunks_exact(dim) {
-            for (m, v) in mean.iter_mut().zip(r) {
-                *m += v / n as f32;
-            }
-        }
-        for r in x.chunks_exact(dim) {
-            for ((s, v), m) in var.iter_mut().zip(r).zip(&mean) {
-                *s += (v - m) * (v - m) / n as f32;
-            }
-        }
-        let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v.sqrt() + 1e-6)).collect();
-        let xs: Vec<f32> = x
-            .chunks_exact(dim)
-            .flat_map(|r| {
-                r.iter()
-                    .zip(&mean)
-                    .zip(&inv_std)
-                    .map(|((v, m), s)| (v - m) * s)
-            })
-            .collect();
+        let (mean, inv_std, xs) = standardize(x, dim);
         let mut w = vec![0f32; classes * dim];
         let mut b = vec![0f32; classes];
         let (mut mw, mut vw) = (vec![0f32; w.len()], vec![0f32; w.len()]);
@@ -359,9 +405,35 @@ mod tests {
                 assert!((a - b).abs() < 1e-5, "{a} {b}");
             }
         }
+        // The prototype head separates the blobs too, with no fitting.
+        let pr = Probe::prototypes(&x, &y, 4, 3);
+        let pred: Vec<usize> = x.chunks(4).map(|v| pr.predict(v)).collect();
+        assert!(scores(&y, &pred, 3).0 > 0.95);
         let (sx, sy) = support_subset(&x, &y, 4, 7);
         assert_eq!(sy.len(), 21);
         assert_eq!(sx.len(), 84);
         assert!(sy.iter().filter(|&&c| c == 2).count() == 7);
+    }
+}
+
+#[cfg(test)]
+mod prototype_tests {
+    use super::*;
+
+    #[test]
+    fn prototypes_are_the_nearest_class_mean_on_cosine() {
+        // Standardised, the two classes' rows are (+1, +-1) and (-1, +-1) times a norm; the
+        // prototypes point along +x and -x, so a row's class is the sign of its first feature.
+        let x = [2.0, 1.0, 2.0, -1.0, -2.0, 1.0, -2.0, -1.0];
+        let y = [0, 0, 1, 1];
+        let p = Probe::prototypes(&x, &y, 2, 2);
+        assert_eq!(p.predict(&[3.0, 0.0]), 0);
+        assert_eq!(p.predict(&[-0.5, 5.0]), 1);
+        // A row on a prototype scores the scale's cosine: exp(10) / (exp(10) + exp(-10)).
+        let pr = p.predict_proba(&[2.0 * 2f32.sqrt(), 0.0]);
+        assert!(
+            (pr[0] - 1.0 / (1.0 + (-20f32).exp())).abs() < 1e-6,
+            "{pr:?}"
+        );
     }
 }

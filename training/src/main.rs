@@ -19,6 +19,25 @@ struct Cli {
     /// CANDLE_NUM_THREADS). Results do not depend on it.
     #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
+    /// Only errors and warnings: no progress bars, no notes (as `ajepa -q`)
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+/// `-q`: notes and progress bars off (errors and warnings still show).
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A progress bar, hidden under `-q`.
+pub fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    if quiet() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(len)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +83,7 @@ fn main() -> std::process::ExitCode {
         )
         .init();
     let cli = Cli::parse();
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     if let Some(n) = cli.threads {
         // candle sizes its CPU thread pools from these on first use, which is later than this.
         std::env::set_var("CANDLE_NUM_THREADS", n.to_string());

@@ -7,7 +7,7 @@ use audio_jepa_training::config::TrainConfig;
 use audio_jepa_training::shards::write_shards;
 
 use crate::pretrain::Sources;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressStyle;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -40,7 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let clips = args.sources.load(&fe, &[])?.clips;
     let started = std::time::Instant::now();
-    let bar = ProgressBar::new(clips.len() as u64).with_style(
+    let bar = crate::progress_bar(clips.len() as u64).with_style(
         ProgressStyle::with_template("shards {bar:30} {pos}/{len} clips {elapsed}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );

@@ -167,7 +167,7 @@ impl Sources {
                 where_.as_ref().map(|(c, v)| (c.as_str(), v.as_str())),
             )
             .with_context(|| format!("listing {}", d.display()))?;
-            let bar = ProgressBar::new(files.len() as u64).with_style(
+            let bar = crate::progress_bar(files.len() as u64).with_style(
                 ProgressStyle::with_template("features {bar:30} {pos}/{len} files {elapsed}")
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
@@ -187,7 +187,9 @@ impl Sources {
                 specs.iter().map(|s| &s.path).collect::<Vec<_>>()
             );
         }
-        eprintln!("features cached in {}", cache.display());
+        if !crate::quiet() {
+            eprintln!("features cached in {}", cache.display());
+        }
         let weights = if pooled {
             vec![1.0]
         } else {
@@ -276,7 +278,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let dev = device(&args.device, launch.local_rank)?;
     // Rank 0 alone tells the user what happens; the others would say the same.
     macro_rules! say {
-        ($($t:tt)*) => { if is_main { eprintln!($($t)*) } };
+        ($($t:tt)*) => { if is_main && !crate::quiet() { eprintln!($($t)*) } };
     }
     let group = if launch.world_size > 1 {
         Some(join_group(&launch, &dev, &args)?)
@@ -450,7 +452,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // By time, the bar counts per mille of the horizon.
     let bar_len = if by_time { 1000 } else { total };
     let bar = if is_main {
-        ProgressBar::new(bar_len)
+        crate::progress_bar(bar_len)
     } else {
         ProgressBar::hidden()
     }

@@ -1,0 +1,120 @@
+//! `ajepa-train` as a user runs it: a tiny pretraining run on a folder of WAV files, quiet and
+//! not; the flag names; a multi-GPU launch refused clearly by a build without NCCL.
+
+use std::path::Path;
+use std::process::Command;
+
+fn train_cmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ajepa-train"))
+}
+
+/// Four 2 s clips of gliding tones over noise, 16 kHz.
+fn wav_folder(dir: &Path) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut s = 7u32;
+    for c in 0..4 {
+        let mut w = hound::WavWriter::create(dir.join(format!("clip{c}.wav")), spec).unwrap();
+        let mut phase = 0f32;
+        for i in 0..32_000 {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            phase += 2.0 * std::f32::consts::PI * (300.0 + 200.0 * c as f32 + i as f32 * 0.01)
+                / 16_000.0;
+            let v = 0.4 * phase.sin() + 0.05 * ((s >> 16) as f32 / 65536.0 - 0.5);
+            w.write_sample((v * 32767.0) as i16).unwrap();
+        }
+        w.finalize().unwrap();
+    }
+}
+
+const TINY: &str = r#"
+[model]
+preset = "tiny"
+[predictor]
+embed_dim = 32
+depth = 1
+num_heads = 2
+[optim]
+batch_size = 4
+steps = 2
+[data]
+crop_frames = 128
+[run]
+seed = 5
+rank_clips = 4
+"#;
+
+#[test]
+fn a_tiny_run_trains_and_quiet_keeps_stderr_for_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let audio = dir.path().join("audio");
+    std::fs::create_dir(&audio).unwrap();
+    wav_folder(&audio);
+    let cfg = dir.path().join("tiny.toml");
+    std::fs::write(&cfg, TINY).unwrap();
+    let run = |quiet: bool, out: &str| {
+        let mut c = train_cmd();
+        if quiet {
+            c.arg("-q");
+        }
+        c.args(["pretrain", "--compute", "cpu", "--config"])
+            .arg(&cfg)
+            .arg("--data")
+            .arg(&audio)
+            .arg("--cache")
+            .arg(dir.path().join("cache"))
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .output()
+            .unwrap()
+    };
+    let loud = run(false, "run-loud");
+    let stderr = String::from_utf8_lossy(&loud.stderr);
+    assert!(loud.status.success(), "{stderr}");
+    assert!(stderr.contains("done: 2 steps"), "{stderr}");
+    let quiet = run(true, "run-quiet");
+    assert!(quiet.status.success());
+    assert_eq!(String::from_utf8_lossy(&quiet.stderr), "");
+    for out in ["run-loud", "run-quiet"] {
+        assert!(dir
+            .path()
+            .join(out)
+            .join("checkpoint.safetensors")
+            .is_file());
+        assert!(dir.path().join(out).join("encoder.safetensors").is_file());
+    }
+}
+
+#[test]
+fn the_compute_device_and_the_rendezvous_are_named_in_help() {
+    let out = train_cmd().args(["pretrain", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--compute <DEVICE>"), "{help}");
+    assert!(help.contains("--rendezvous-file <FILE>"), "{help}");
+    assert!(!help.contains("  --device"), "{help}");
+}
+
+#[cfg(not(feature = "nccl"))]
+#[test]
+fn several_ranks_without_nccl_are_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = train_cmd()
+        .args(["pretrain", "--config", "none.toml", "--out"])
+        .arg(dir.path().join("run"))
+        .env("WORLD_SIZE", "2")
+        .env("RANK", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("without NCCL") && err.contains("build-cuda.sh"),
+        "{err}"
+    );
+    // Nothing was written by a rank that could not join.
+    assert!(!dir.path().join("run").exists());
+}
