@@ -50,15 +50,8 @@ pub struct PackedQ8 {
     isa: Isa,
 }
 
-/// Symmetric per-row quantization of `w` (`[n, k]`): values in -127..=127 and one scale per row.
-pub fn quantize_weights(w: &[f32], n: usize, k: usize) -> (Vec<i8>, Vec<f32>) {
-    let mut q = vec![0i8; n * k];
-    let mut scales = vec![0f32; n];
-    for r in 0..n {
-        scales[r] = quantize_row(&w[r * k..(r + 1) * k], &mut q[r * k..(r + 1) * k]);
-    }
-    (q, scales)
-}
+/// Weights are quantized in [`crate::quant`], below both the checkpoint format and this engine.
+pub use crate::quant::quantize_weights;
 
 /// One row to int8 (-127..=127, round half to even); returns its scale (1 for an all-zero row).
 #[inline(always)]

@@ -140,7 +140,7 @@ pub fn save_encoder_quantized(
         let (q, scales) = match quant {
             // Exactly the engine's rounding, so the file holds the integers the engine would
             // compute from the f32 weights.
-            WeightQuant::Q8 => crate::engine::qgemm::quantize_weights(&v, n, k),
+            WeightQuant::Q8 => crate::quant::quantize_weights(&v, n, k),
             WeightQuant::Q4 => quantize_rows(&v, n, k, 7.0),
         };
         let (dtype, shape, data) = match quant {
