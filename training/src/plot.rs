@@ -260,7 +260,7 @@ mod tests {
         write_curves(&path, &loss, &tok, &clip, 500.0).unwrap();
         let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
         let mut reader = dec.read_info().unwrap();
-        let mut buf = vec![0; reader.output_buffer_size()];
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
         reader.next_frame(&mut buf).unwrap();
         let count = |c: [u8; 3]| buf.chunks_exact(3).filter(|p| *p == c).count();
         for c in [LOSS, RANK_TOKENS, RANK_CLIPS] {
