@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler, WindowFunction};
-use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_MP3, CODEC_TYPE_NULL, CODEC_TYPE_VORBIS};
+use symphonia::core::codecs::audio::well_known::{CODEC_ID_MP3, CODEC_ID_VORBIS};
+use symphonia::core::codecs::audio::{AudioDecoderOptions, CODEC_ID_NULL_AUDIO};
 use symphonia::core::errors::Error as SymphoniaError;
+use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::FormatOptions;
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
-use symphonia::core::probe::Hint;
 
 /// Why a file could not be turned into samples.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +132,9 @@ fn check_rate(path: &Path, rate: u32) -> Result<(), AudioError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct WavHeader {
     rate: u32,
+    /// Channels and bits per sample as the `fmt ` chunk states them.
+    channels: u16,
+    bits: u16,
     /// The RIFF or data size is 0xFFFFFFFF or 0: a stream written before its length was known
     /// (`arecord` to a pipe, ffmpeg to stdout). Its real length is whatever the file holds.
     open_ended: bool,
@@ -164,14 +167,19 @@ fn wav_header(head: &[u8]) -> Option<WavHeader> {
     }
     let riff_size = u32::from_le_bytes(head[4..8].try_into().ok()?);
     let mut open_ended = riff_size == u32::MAX || riff_size == 0;
-    let mut rate = None;
+    let mut fmt = None;
     let mut at = 12;
     while at + 8 <= head.len() {
         let id = &head[at..at + 4];
         let size32 = u32::from_le_bytes(head[at + 4..at + 8].try_into().ok()?);
         if id == b"fmt " {
-            let r = head.get(at + 12..at + 16)?;
-            rate = Some(u32::from_le_bytes(r.try_into().ok()?));
+            let f = head.get(at + 8..at + 24)?;
+            let u16_at = |i: usize| u16::from_le_bytes([f[i], f[i + 1]]);
+            fmt = Some((
+                u32::from_le_bytes([f[4], f[5], f[6], f[7]]),
+                u16_at(2),
+                u16_at(14),
+            ));
         } else if id == b"data" {
             open_ended |= size32 == u32::MAX || size32 == 0;
             break;
@@ -183,11 +191,17 @@ fn wav_header(head: &[u8]) -> Option<WavHeader> {
             .checked_add(size)?
             .checked_add(size & 1)?;
     }
+    let (rate, channels, bits) = fmt?;
     Some(WavHeader {
-        rate: rate?,
+        rate,
+        channels,
+        bits,
         open_ended,
     })
 }
+
+/// The most channels a WAV file may declare (symphonia maps at most 32 speaker positions).
+const MAX_WAV_CHANNELS: u16 = 32;
 
 /// The most bytes read from a pipe or other stream without a length (a regular file of any
 /// size is decoded from disk): 30 minutes of 48 kHz stereo 32-bit audio.
@@ -262,57 +276,77 @@ fn decode_checked(path: &Path) -> Result<Audio, AudioError> {
     let wav = wav_header(&head);
     if let Some(h) = wav {
         check_rate(path, h.rate)?;
+        // symphonia's WAV reader multiplies these as 16-bit numbers before it checks them (an
+        // overflow panic in 0.6 on a header claiming 40000 channels): hold them to what a
+        // recording can have first.
+        if !(1..=MAX_WAV_CHANNELS).contains(&h.channels) {
+            return Err(AudioError::Corrupt {
+                path: p(),
+                reason: format!(
+                    "the WAV header declares {} channels (1 to {MAX_WAV_CHANNELS} are read)",
+                    h.channels
+                ),
+            });
+        }
+        if h.bits > 64 {
+            return Err(AudioError::Corrupt {
+                path: p(),
+                reason: format!("the WAV header declares {} bits per sample", h.bits),
+            });
+        }
     }
     let mss = MediaSourceStream::new(source, Default::default());
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
         hint.with_extension(ext);
     }
-    let probed = symphonia::default::get_probe()
-        .format(
+    let mut format = symphonia::default::get_probe()
+        .probe(
             &hint,
             mss,
-            &FormatOptions::default(),
-            &MetadataOptions::default(),
+            FormatOptions::default(),
+            MetadataOptions::default(),
         )
         .map_err(|e| classify(path, e))?;
-    let mut format = probed.format;
-    let track = format
+    let (track_id, params, n_frames) = format
         .tracks()
         .iter()
-        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+        .find_map(|t| {
+            let a = t.codec_params.as_ref()?.audio()?;
+            (a.codec != CODEC_ID_NULL_AUDIO).then(|| (t.id, a.clone(), t.num_frames))
+        })
         .ok_or_else(|| AudioError::Unsupported {
             path: p(),
             reason: "no audio track".into(),
         })?;
-    let track_id = track.id;
-    let params = track.codec_params.clone();
     if let Some(rate) = params.sample_rate {
         check_rate(path, rate)?;
     }
     let mut decoder = symphonia::default::get_codecs()
-        .make(&params, &DecoderOptions::default())
+        .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .map_err(|e| classify(path, e))?;
 
     // The header's frame count is a hint only: a tiny file may claim billions of frames. No
     // codec here yields more than ~16 frames per byte (4-bit ADPCM, compressed FLAC is less).
     let plausible = len.saturating_mul(16);
     let mut samples: Vec<f32> =
-        Vec::with_capacity(params.n_frames.unwrap_or(0).min(plausible).min(1 << 26) as usize);
+        Vec::with_capacity(n_frames.unwrap_or(0).min(plausible).min(1 << 26) as usize);
     let mut sample_rate = params.sample_rate.unwrap_or(0);
     let mut channels = params.channels.map(|c| c.count()).unwrap_or(0);
     let mut frames: u64 = 0;
-    let mut interleaved: Option<SampleBuffer<f32>> = None;
+    // One interleaved buffer for every packet (its capacity grows to the largest packet).
+    let mut interleaved: Vec<f32> = Vec::new();
     loop {
         let packet = match format.next_packet() {
-            Ok(packet) => packet,
+            Ok(Some(packet)) => packet,
+            Ok(None) => break,
             // symphonia reports the end of a stream as an unexpected EOF.
             Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 break
             }
             Err(e) => return Err(classify(path, e)),
         };
-        if packet.track_id() != track_id {
+        if packet.track_id != track_id {
             continue;
         }
         let buf = match decoder.decode(&packet) {
@@ -322,22 +356,23 @@ fn decode_checked(path: &Path) -> Result<Audio, AudioError> {
             }
             Err(e) => return Err(classify(path, e)),
         };
-        let spec = *buf.spec();
         let n = buf.frames();
         if n == 0 {
             continue;
         }
-        sample_rate = spec.rate;
+        sample_rate = buf.spec().rate();
         check_rate(path, sample_rate)?;
-        channels = spec.channels.count();
-        let sb = match &mut interleaved {
-            Some(sb) if sb.capacity() >= buf.capacity() * channels => sb,
-            slot => slot.insert(SampleBuffer::new(buf.capacity() as u64, spec)),
-        };
-        sb.copy_interleaved_ref(buf);
+        channels = buf.spec().channels().count();
+        if channels == 0 {
+            return Err(AudioError::Corrupt {
+                path: p(),
+                reason: "a packet with no channels".into(),
+            });
+        }
+        buf.copy_to_vec_interleaved(&mut interleaved);
         let scale = 1.0 / channels as f32;
         samples.extend(
-            sb.samples()[..n * channels]
+            interleaved[..(n * channels).min(interleaved.len())]
                 .chunks_exact(channels)
                 .map(|frame| frame.iter().sum::<f32>() * scale),
         );
@@ -356,8 +391,8 @@ fn decode_checked(path: &Path) -> Result<Audio, AudioError> {
     // (MP3 and Vorbis lengths are estimates from headers, so they are not held to it.)
     // A streamed WAV (size fields 0xFFFFFFFF or 0) promises nothing: it holds what it holds.
     let open_ended = wav.is_some_and(|h| h.open_ended);
-    if let Some(expected) = params.n_frames {
-        let lossy = params.codec == CODEC_TYPE_MP3 || params.codec == CODEC_TYPE_VORBIS;
+    if let Some(expected) = n_frames {
+        let lossy = params.codec == CODEC_ID_MP3 || params.codec == CODEC_ID_VORBIS;
         if !lossy && !open_ended && frames < expected {
             return Err(AudioError::Truncated {
                 path: p(),
@@ -541,6 +576,26 @@ mod tests {
             let path = wav_with_rate(dir.path(), rate, 4_000);
             let a = decode_mono(&path).unwrap();
             assert_eq!((a.sample_rate, a.samples.len()), (rate, 4_000));
+        }
+    }
+
+    #[test]
+    fn absurd_channel_counts_and_sample_widths_are_clear_errors() {
+        // 40000 channels made symphonia 0.6's WAV reader overflow a 16-bit product and panic.
+        let dir = tempfile::tempdir().unwrap();
+        let good = std::fs::read(wav_with_rate(dir.path(), 16_000, 100)).unwrap();
+        for (offset, value, says) in [
+            (22, 40_000u16, "40000 channels"),
+            (22, 0, "0 channels"),
+            (22, 33, "33 channels"),
+            (34, 4096, "4096 bits per sample"),
+        ] {
+            let mut b = good.clone();
+            b[offset..offset + 2].copy_from_slice(&value.to_le_bytes());
+            let path = dir.path().join(format!("bad-{offset}-{value}.wav"));
+            std::fs::write(&path, b).unwrap();
+            let err = load(&path, 16_000).unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains("bad-"), "{err}");
         }
     }
 
