@@ -396,7 +396,13 @@ pub fn fit_probe(
         return Ok((head, choice));
     }
     let mut best: Option<(f64, Head, Classifier)> = None;
-    for cand in kind.candidates() {
+    // The first best wins: the probe from weak to strong L2 (as before the prototype head
+    // existed), then the prototype head, which must do strictly better to be chosen.
+    let (protos, probes): (Vec<Classifier>, Vec<Classifier>) = kind
+        .candidates()
+        .into_iter()
+        .partition(|c| *c == Classifier::Prototype);
+    for cand in probes.into_iter().chain(protos) {
         let head = cand
             .fit(&x, &y, dim, labels.len())
             .to_head(labels.to_vec(), pool);

@@ -1,6 +1,7 @@
 //! Confusion matrices as pictures: rows the true classes, columns the answers, each cell shaded
 //! by its share of the row and labelled with its count; the class names on both axes (column
-//! names turned to read upward), axis titles, and a scale of the shading.
+//! names turned to read upward), axis titles, a scale of the shading, and below the grid how
+//! many clips were answered right, so the picture says its result without the log beside it.
 
 use std::path::Path;
 
@@ -42,9 +43,17 @@ pub fn confusion_rgb(
     let left = title_h + longest(&row_names) + GAP;
     let top = title_h + longest(&col_names) + GAP;
     let legend = 2 * GAP + 12 + text_width("100%", SCALE);
+    let total: usize = cm.iter().flatten().sum();
+    let right: usize = (0..n_rows.min(n_cols))
+        .map(|i| cm[i].get(i).copied().unwrap_or(0))
+        .sum();
+    let footer = format!(
+        "{right} of {total} right ({:.1}%)",
+        100.0 * right as f64 / total.max(1) as f64
+    );
     let (w, h) = (
-        left + n_cols * CELL + 1 + legend,
-        top + n_rows * CELL + 1 + GAP,
+        (left + n_cols * CELL + 1 + legend).max(GAP + text_width(&footer, SCALE) + GAP),
+        top + n_rows * CELL + 1 + GAP + HEIGHT * SCALE + GAP,
     );
     let mut px = vec![255u8; w * h * 3];
     let mut canvas = Canvas { px: &mut px, w, h };
@@ -112,6 +121,7 @@ pub fn confusion_rgb(
     }
     canvas.text(bx + 12 + 3, top, "100%", SCALE, INK);
     canvas.text(bx + 12 + 3, top + bar_h - HEIGHT * SCALE, "0%", SCALE, INK);
+    canvas.text(GAP, top + grid_h + 1 + GAP, &footer, SCALE, INK);
     (w, h, px)
 }
 
@@ -143,7 +153,8 @@ mod tests {
         let title = HEIGHT * SCALE + GAP;
         // "rain" is the longest name: 4 letters of 4 font columns less one, twice.
         let (left, top) = (title + 30 + GAP, title + 30 + GAP);
-        assert_eq!(h, top + 2 * CELL + 1 + GAP);
+        let footer_y = top + 2 * CELL + 1 + GAP;
+        assert_eq!(h, footer_y + HEIGHT * SCALE + GAP);
         assert!(w > left + 2 * CELL);
         let at = |x: usize, y: usize| &px[(y * w + x) * 3..(y * w + x) * 3 + 3];
         // Cell corners (no digits there): 90 % is darker than 10 %; an empty row is the
@@ -161,6 +172,13 @@ mod tests {
         assert!(inked(title, left, top, top + CELL), "row name");
         assert!(inked(left, left + CELL, title, top), "column name");
         assert!(!inked(0, left, 0, title), "the top-left corner stays blank");
+        // "9 of 10 right (90.0%)" below the grid.
+        assert!(inked(0, w, footer_y, h), "the result line");
+        // (Right of the turned "true class", which overhangs a grid of two rows.)
+        assert!(
+            !inked(title, w, top + 2 * CELL + 1, footer_y),
+            "a gap above it"
+        );
     }
 
     #[test]
