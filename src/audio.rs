@@ -200,7 +200,9 @@ fn wav_header(head: &[u8]) -> Option<WavHeader> {
     })
 }
 
-/// The most channels a WAV file may declare (symphonia maps at most 32 speaker positions).
+/// The most channels a WAV file may declare before symphonia sees it: symphonia 0.6 maps at most
+/// 26 speaker positions and refuses more itself, and up to 32 channels of up to 64 bits its
+/// 16-bit products cannot overflow.
 const MAX_WAV_CHANNELS: u16 = 32;
 
 /// The most bytes read from a pipe or other stream without a length (a regular file of any
