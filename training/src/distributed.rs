@@ -168,24 +168,21 @@ impl Collective for ThreadGroup {
     }
 }
 
-/// Averages the gradients of `vars` over the ranks in place, with `extra` scalars (the loss)
-/// riding along in the same all-reduce: one collective per step. A variable without a gradient
-/// on this rank contributes zeros (every rank must send the same layout). Returns the averaged
-/// `extra`.
+/// Averages the gradients of `vars` over the ranks in place, with `extra` (the loss, any shape)
+/// riding along in the same all-reduce: one collective per step, and nothing leaves the device.
+/// A variable without a gradient on this rank contributes zeros (every rank must send the same
+/// layout). Returns the averaged `extra`, in its shape and dtype.
 pub fn average_gradients(
     c: &dyn Collective,
     vars: &[Var],
     grads: &mut GradStore,
-    extra: &[f32],
-) -> Result<Vec<f32>, DistError> {
+    extra: &Tensor,
+) -> Result<Tensor, DistError> {
     let world = c.world_size();
     if world == 1 {
-        return Ok(extra.to_vec());
+        return Ok(extra.clone());
     }
-    let Some(first) = vars.first() else {
-        return Ok(extra.to_vec());
-    };
-    let dev = first.device().clone();
+    let dev = extra.device().clone();
     let mut parts = Vec::with_capacity(vars.len() + 1);
     for v in vars {
         let g = match grads.get(v.as_tensor()) {
@@ -194,7 +191,7 @@ pub fn average_gradients(
         };
         parts.push(g);
     }
-    parts.push(Tensor::from_slice(extra, extra.len(), &dev)?);
+    parts.push(extra.to_dtype(DType::F32)?.flatten_all()?);
     let flat = Tensor::cat(&parts, 0)?;
     let mean = (c.all_reduce_sum(&flat)? / world as f64)?;
     let mut at = 0;
@@ -207,7 +204,10 @@ pub fn average_gradients(
         grads.insert(v.as_tensor(), g);
         at += n;
     }
-    Ok(mean.narrow(0, at, extra.len())?.to_vec1::<f32>()?)
+    Ok(mean
+        .narrow(0, at, extra.elem_count())?
+        .reshape(extra.shape())?
+        .to_dtype(extra.dtype())?)
 }
 
 /// Makes every rank's `vars` equal to rank 0's (at the start of a run, so that a rank whose

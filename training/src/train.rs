@@ -185,9 +185,7 @@ impl Trainer {
                 .into_iter()
                 .map(|(_, v)| v)
                 .collect();
-            let mean = loss.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-            let avg = average_gradients(&*self.collective, &vars, &mut grads, &mean)?;
-            Tensor::new(avg[0], &dev)?
+            average_gradients(&*self.collective, &vars, &mut grads, &loss)?
         } else {
             loss
         };

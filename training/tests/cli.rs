@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+
 fn train_cmd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ajepa-train"))
 }
@@ -31,23 +33,6 @@ fn wav_folder(dir: &Path) {
     }
 }
 
-const TINY: &str = r#"
-[model]
-preset = "tiny"
-[predictor]
-embed_dim = 32
-depth = 1
-num_heads = 2
-[optim]
-batch_size = 4
-steps = 2
-[data]
-crop_frames = 128
-[run]
-seed = 5
-rank_clips = 4
-"#;
-
 #[test]
 fn a_tiny_run_trains_and_quiet_keeps_stderr_for_problems() {
     let dir = tempfile::tempdir().unwrap();
@@ -55,13 +40,13 @@ fn a_tiny_run_trains_and_quiet_keeps_stderr_for_problems() {
     std::fs::create_dir(&audio).unwrap();
     wav_folder(&audio);
     let cfg = dir.path().join("tiny.toml");
-    std::fs::write(&cfg, TINY).unwrap();
+    std::fs::write(&cfg, common::TINY_TOML).unwrap();
     let run = |quiet: bool, out: &str| {
         let mut c = train_cmd();
         if quiet {
             c.arg("-q");
         }
-        c.args(["pretrain", "--compute", "cpu", "--config"])
+        c.args(["pretrain", "--compute", "cpu", "--steps", "2", "--config"])
             .arg(&cfg)
             .arg("--data")
             .arg(&audio)

@@ -56,10 +56,12 @@ fn grads(batch: &Batch, seed: u64, group: Option<&dyn Collective>) -> (f32, Vec<
     let mut g = loss.backward().unwrap();
     let named = jepa.trainable_vars();
     let vars: Vec<Var> = named.iter().map(|(_, v)| v.clone()).collect();
-    let mut loss: f32 = loss.to_scalar().unwrap();
-    if let Some(c) = group {
-        loss = average_gradients(c, &vars, &mut g, &[loss]).unwrap()[0];
+    let loss: f32 = match group {
+        Some(c) => average_gradients(c, &vars, &mut g, &loss).unwrap(),
+        None => loss,
     }
+    .to_scalar()
+    .unwrap();
     let out = named
         .iter()
         .map(|(n, v)| (n.clone(), g.get(v.as_tensor()).unwrap().clone()))

@@ -5,9 +5,8 @@ use audio_jepa_training::config::TrainConfig;
 use audio_jepa_training::features::ClipFeatures;
 use candle_core::Tensor;
 
-pub fn tiny_config(steps: u64) -> TrainConfig {
-    let mut cfg = TrainConfig::from_toml_str(
-        r#"
+/// The tiny model and predictor the tests train (also written to a file for `ajepa-train`).
+pub const TINY_TOML: &str = r#"
 [model]
 preset = "tiny"
 [predictor]
@@ -22,10 +21,10 @@ crop_frames = 128
 [run]
 seed = 5
 rank_clips = 8
-"#,
-        std::path::Path::new("tiny.toml"),
-    )
-    .unwrap();
+"#;
+
+pub fn tiny_config(steps: u64) -> TrainConfig {
+    let mut cfg = TrainConfig::from_toml_str(TINY_TOML, std::path::Path::new("tiny.toml")).unwrap();
     cfg.optim.steps = steps;
     cfg
 }
