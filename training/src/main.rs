@@ -20,8 +20,25 @@ struct Cli {
     #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
     /// Only errors and warnings: no progress bars, no notes (as `ajepa -q`)
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
+    /// More on stderr: -v prints every logged step, rank measurement and checkpoint as a plain
+    /// line (what a log file of an unattended run needs; the progress bar shows only on a
+    /// terminal), -vv adds the libraries' debugging; RUST_LOG, if set, decides instead
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+impl Cli {
+    /// The log filter `-q` / `-v` ask for: symphonia's per-byte warnings stay off unless -vv
+    /// (the decode error reported says what matters).
+    fn log_filter(&self) -> &'static str {
+        match (self.quiet, self.verbose) {
+            (true, _) | (false, 0) => "warn,symphonia=error",
+            (false, 1) => "warn,symphonia=error,audio_jepa_training=info,ajepa_train=info",
+            _ => "debug",
+        }
+    }
 }
 
 /// `-q`: notes and progress bars off (errors and warnings still show).
@@ -72,8 +89,9 @@ fn main() -> std::process::ExitCode {
     // symphonia logs every junk byte it skips as a warning; the decode error we report says what
     // matters (RUST_LOG=warn shows them). Colour codes only on a terminal: in a log file they are
     // noise (issue 15); NO_COLOR (no-color.org) turns them off too.
+    let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,symphonia=error"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_filter()));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -82,7 +100,6 @@ fn main() -> std::process::ExitCode {
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         )
         .init();
-    let cli = Cli::parse();
     QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     if let Some(n) = cli.threads {
         // candle sizes its CPU thread pools from these on first use, which is later than this.

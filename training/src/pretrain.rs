@@ -539,6 +539,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     "samples_per_s": sps, "elapsed_s": started.elapsed().as_secs_f64(),
                 })
             )?;
+            if is_main {
+                // -v: the same record as a plain line, for logs of unattended runs (the bar
+                // draws only on a terminal).
+                bar.suspend(|| {
+                    tracing::info!(
+                        "step {done}: loss {mean_loss:.4} lr {:.2e} ema {:.4} p_tf {:.2} grad norm {:.3} {sps:.1} samples/s, {:.1}% of the schedule",
+                        stats.lr,
+                        stats.momentum,
+                        stats.tf_prob,
+                        stats.grad_norm,
+                        stats.progress * 100.0
+                    )
+                });
+            }
             loss_pts.push((done as f64, mean_loss));
             window = (Instant::now(), 0);
             loss_acc = (0.0, 0);
@@ -564,6 +578,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             trainer.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
             trainer.save(&args.out)?;
             saved_at = Some(done);
+            if is_main {
+                bar.suspend(|| {
+                    tracing::info!("step {done}: checkpoint saved in {}", args.out.display())
+                });
+            }
             let x_max = if by_time { done } else { total };
             if is_main {
                 let _ = write_curves(
@@ -593,6 +612,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if saved_at != Some(done) {
         trainer.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
         trainer.save(&args.out)?;
+        if is_main {
+            tracing::info!("step {done}: checkpoint saved in {}", args.out.display());
+        }
     }
     if is_main {
         let _ = write_curves(
@@ -636,6 +658,13 @@ fn record_rank(
     )?;
     rank_t.push((done as f64, c.rank_tokens));
     rank_p.push((done as f64, c.rank_pooled));
+    bar.suspend(|| {
+        tracing::info!(
+            "step {done}: effective rank of the target's tokens {:.1}, of its pooled clips {:.1}",
+            c.rank_tokens,
+            c.rank_pooled
+        )
+    });
     if c.rank_tokens < cfg.run.rank_warn || c.spread < 1e-3 {
         bar.println(format!(
             "warning: step {done}: the target embeddings are collapsing (effective rank {:.2}, spread {:.2e})",

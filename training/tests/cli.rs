@@ -41,11 +41,9 @@ fn a_tiny_run_trains_and_quiet_keeps_stderr_for_problems() {
     wav_folder(&audio);
     let cfg = dir.path().join("tiny.toml");
     std::fs::write(&cfg, common::TINY_TOML).unwrap();
-    let run = |quiet: bool, out: &str| {
+    let run = |flag: Option<&str>, out: &str| {
         let mut c = train_cmd();
-        if quiet {
-            c.arg("-q");
-        }
+        c.args(flag).env_remove("RUST_LOG");
         c.args(["pretrain", "--compute", "cpu", "--steps", "2", "--config"])
             .arg(&cfg)
             .arg("--data")
@@ -57,14 +55,36 @@ fn a_tiny_run_trains_and_quiet_keeps_stderr_for_problems() {
             .output()
             .unwrap()
     };
-    let loud = run(false, "run-loud");
+    let loud = run(None, "run-loud");
     let stderr = String::from_utf8_lossy(&loud.stderr);
     assert!(loud.status.success(), "{stderr}");
     assert!(stderr.contains("done: 2 steps"), "{stderr}");
-    let quiet = run(true, "run-quiet");
+    assert!(!stderr.contains("step 2: loss"), "{stderr}");
+    let quiet = run(Some("-q"), "run-quiet");
     assert!(quiet.status.success());
     assert_eq!(String::from_utf8_lossy(&quiet.stderr), "");
-    for out in ["run-loud", "run-quiet"] {
+    // -v: every logged step, the rank measurement and the checkpoint as plain lines.
+    let verbose = run(Some("-v"), "run-verbose");
+    let stderr = String::from_utf8_lossy(&verbose.stderr);
+    assert!(verbose.status.success(), "{stderr}");
+    for line in [
+        "step 2: loss ",
+        "samples/s",
+        "step 2: effective rank of the target's tokens",
+        "step 2: checkpoint saved in",
+    ] {
+        assert!(
+            stderr.contains(line),
+            "{line:?} missing from -v output:\n{stderr}"
+        );
+    }
+    let both = train_cmd()
+        .args(["-q", "-v", "curves", "x"])
+        .output()
+        .unwrap();
+    assert!(!both.status.success());
+    assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"));
+    for out in ["run-loud", "run-quiet", "run-verbose"] {
         assert!(dir
             .path()
             .join(out)
