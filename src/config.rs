@@ -280,8 +280,9 @@ pub struct StreamConfig {
     /// Encoder preset the device is sized for (tiny, edge, small, base).
     pub model_preset: String,
     pub quantization: Quantization,
-    /// Encoder threads: 1, or 2 to give the engine a helper thread (more count as 2). The live
-    /// pipeline times both and keeps the faster on the machine at hand.
+    /// Encoder threads (1 to 256): the engine splits each window's work over this many, with
+    /// the same result for every count. The live pipeline times one thread against all of
+    /// them and keeps the faster on the machine at hand; `bench --threads` measures any count.
     pub threads: usize,
     /// Capacity of the capture ring, in seconds of audio.
     pub ring_seconds: f64,

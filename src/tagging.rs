@@ -29,6 +29,8 @@ pub enum TaggingError {
     Width(String),
     #[error("window of {0} patch columns (1 to {max})", max = MAX_COLUMNS)]
     Columns(usize),
+    #[error("starting the encoder's threads: {0}")]
+    Threads(String),
 }
 
 /// The longest window a tagger accepts, in patch columns (10.24 s; attention's memory grows with
@@ -126,6 +128,15 @@ impl ClipTagger {
 
     /// Clips whose loudest 160 ms are below `dbfs` are silent, with no tag (`listen`'s
     /// `--silence-dbfs`; digital silence was tagged "dog" at 0.66, issue 15). `None`: no gate.
+    /// Splits each window's encoding over `threads` threads (the same result at every count).
+    pub fn with_threads(mut self, threads: usize) -> Result<Self, TaggingError> {
+        self.scratch = self
+            .engine
+            .scratch_threads(threads)
+            .map_err(|e| TaggingError::Threads(e.to_string()))?;
+        Ok(self)
+    }
+
     pub fn with_silence_gate(mut self, dbfs: Option<f32>) -> Self {
         self.silence_dbfs = dbfs;
         self

@@ -75,8 +75,13 @@ fn noise_wav(dir: &std::path::Path, seconds: f32, rate: u32) -> std::path::PathB
 
 #[test]
 fn the_worker_allocates_nothing_in_steady_state() {
-    // One thread, then the engine with its helper thread; a mean-pooled head, then a freqcat one.
-    for (threads, pool) in [(1, Pooling::Mean), (2, Pooling::FreqCat)] {
+    // One thread, then the engine with one helper thread and with two; mean-pooled and freqcat
+    // heads.
+    for (threads, pool) in [
+        (1, Pooling::Mean),
+        (2, Pooling::FreqCat),
+        (3, Pooling::Mean),
+    ] {
         run_session(threads, pool, 16_000);
     }
 }

@@ -264,6 +264,18 @@ fn every_command_takes_the_built_in_model() {
         assert!(s > 0.0 && s <= 1.0 + 1e-5, "{r}");
     }
     assert_eq!(rows[12]["windows"], 1);
+    // The engine's thread count changes nothing, to the last digit printed.
+    for threads in ["1", "3"] {
+        let again = common::ajepa([
+            "tag".as_ref(),
+            "--json".as_ref(),
+            "--threads".as_ref(),
+            threads.as_ref(),
+            p(&d.join("folders")).as_os_str(),
+            p(&short).as_os_str(),
+        ]);
+        assert_eq!(again, out, "--threads {threads}");
+    }
     // The built-in head keeps a support set, so every clip gets the open-set check.
     assert!(
         rows.iter()

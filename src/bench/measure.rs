@@ -103,8 +103,7 @@ pub fn bench_encoder(
     let mut tokens = Vec::new();
     for precision in [Precision::F32, Precision::Q8] {
         let fast = FastEncoder::from_encoder(enc, precision, isa, columns)?;
-        let engine_threads = threads.clamp(1, 2);
-        let mut scratch = fast.scratch_threads(engine_threads)?;
+        let mut scratch = fast.scratch_threads(threads)?;
         let (p, best, allocs) = time_hops(runs, allocations, || {
             fast.forward(&x, &mut scratch)?;
             std::hint::black_box(&scratch.pooled);
@@ -118,8 +117,7 @@ pub fn bench_encoder(
                 Precision::Q8 => "engine q8 (f32 compute)".into(),
             },
             isa: isa.name().into(),
-            // The engine uses the calling thread and at most one helper.
-            threads: engine_threads,
+            threads: scratch.threads(),
             per_hop_ms: p,
             best_ms: best,
             allocations_per_hop: allocs,

@@ -60,6 +60,10 @@ pub struct Args {
     /// answered with no class, as `tag` and `listen` gate it (-120 turns the gate off)
     #[arg(long, default_value_t = -60.0, allow_hyphen_values = true, requires = "head")]
     pub(super) silence_dbfs: f32,
+    /// Threads for the encoder (default: every core of this machine; the results do not depend
+    /// on it)
+    #[arg(long, default_value_t = super::machine_threads(), value_parser = super::parse_threads)]
+    pub(super) threads: usize,
     /// Arithmetic for the model's embeddings: f32, or q8 (the int8 engine a q8 file runs on;
     /// the default for a file written by `ajepa quantize --type q8|q4`)
     #[arg(long, value_parser = parse_precision)]
@@ -209,6 +213,7 @@ fn parse_precision(s: &str) -> Result<Precision, String> {
 struct EngineEmbedder<'a> {
     enc: &'a Encoder,
     precision: Precision,
+    threads: usize,
     fast: Option<(FastEncoder, audio_jepa::engine::Scratch)>,
 }
 
@@ -237,7 +242,9 @@ impl EngineEmbedder<'_> {
             .is_none_or(|(f, _)| f.max_tokens() < width * nf)
         {
             let f = FastEncoder::from_encoder(self.enc, self.precision, Isa::detect(), width)?;
-            let scratch = f.scratch();
+            let scratch = f
+                .scratch_threads(self.threads)
+                .context("starting the encoder's threads")?;
             self.fast = Some((f, scratch));
         }
         let (f, scratch) = self.fast.as_mut().expect("built above");
@@ -356,11 +363,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut embedder = EngineEmbedder {
         enc: &model,
         precision,
+        threads: args.threads,
         fast: None,
     };
     let mut random_embedder = EngineEmbedder {
         enc: &random,
         precision: Precision::F32,
+        threads: args.threads,
         fast: None,
     };
     if !args.json {

@@ -160,6 +160,7 @@ pub fn run(args: &Args, head_path: &Path) -> anyhow::Result<()> {
     let silence_gate = super::silence_gate(args.silence_dbfs)?;
     let mut tagger = ClipTagger::new(&enc, super::model::precision(quant), head, open_set, window)
         .context("building the tagger")?
+        .with_threads(args.threads)?
         .with_silence_gate(silence_gate);
     let mut scores = HeadScores::new(labels.len());
     let mut skipped = Vec::new();

@@ -179,7 +179,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         window_columns,
         hop_columns,
         threshold,
-        threads: sc.threads.clamp(1, 2),
+        threads: sc.threads,
         unknown_quantile,
         silence_dbfs: silence_gate,
         ..PipelineConfig::default()

@@ -202,6 +202,22 @@ pub fn unknown_quantile(q: f32, off: bool) -> anyhow::Result<Option<f32>> {
 
 /// `--silence-dbfs` of `listen`, `tag` and `eval --head`: the gate below which a hop (or a whole
 /// clip, by its loudest 160 ms) is silence, or `None` at -120 (no gate).
+/// The default for `--threads`: the cores this process may use.
+pub fn machine_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(audio_jepa::engine::threads::MAX_THREADS)
+}
+
+/// `--threads`: 1 to the engine's maximum.
+pub fn parse_threads(s: &str) -> Result<usize, String> {
+    let max = audio_jepa::engine::threads::MAX_THREADS;
+    match s.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}`: a number of threads from 1 to {max}")),
+    }
+}
+
 pub fn silence_gate(dbfs: f32) -> anyhow::Result<Option<f32>> {
     audio_jepa::config::silence_gate(dbfs)
         .map_err(|_| anyhow::anyhow!("--silence-dbfs {dbfs}: give -120 (no gate) to 0"))

@@ -44,6 +44,9 @@ pub struct Args {
     /// tag, as `listen` gates its hops (-120 turns the gate off)
     #[arg(long, default_value_t = -60.0, allow_hyphen_values = true)]
     pub silence_dbfs: f32,
+    /// Threads for the encoder (default: every core of this machine; the tags do not depend on it)
+    #[arg(long, default_value_t = super::machine_threads(), value_parser = super::parse_threads)]
+    pub threads: usize,
     /// One JSON object per clip
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -131,6 +134,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.window_columns,
     )
     .context("building the tagger")?
+    .with_threads(args.threads)?
     .with_silence_gate(silence_gate);
     let out = std::io::stdout();
     let mut out = out.lock();

@@ -15,7 +15,7 @@ use candle_core::Tensor;
 use super::gemm::{gemm, gemm_cols, PackedF32};
 use super::math;
 use super::qgemm::{qgemm_cols, quantize_activations, quantize_weights, PackedQ8};
-use super::threads::{split_columns, Helper, OutMatrix, RawSlice};
+use super::threads::{column_part, column_parts, row_part, OutMatrix, Pool, RawSlice};
 use super::{EngineError, Isa};
 use crate::model::pos_embed::sincos_2d;
 use crate::model::{Encoder, EncoderConfig};
@@ -88,9 +88,13 @@ pub struct Scratch {
     /// Their mean over tokens `[D]`.
     pub pooled: Vec<f32>,
     n_tokens: usize,
-    /// The second thread and its own attention buffers, when built with two threads.
-    helper: Option<(Helper, Vec<f32>, Vec<f32>)>,
+    /// The helper threads and each one's own attention buffers (scores, keys), when built with
+    /// more than one thread.
+    pool: Option<(Pool, Vec<AttentionBuffers>)>,
 }
+
+/// One thread's attention buffers: scores and transposed keys.
+type AttentionBuffers = (Vec<f32>, Vec<f32>);
 
 impl Scratch {
     /// Tokens of the last call.
@@ -98,9 +102,9 @@ impl Scratch {
         self.n_tokens
     }
 
-    /// Whether this scratch has a second thread.
-    pub fn has_helper(&self) -> bool {
-        self.helper.is_some()
+    /// Threads this scratch computes with (the caller's included).
+    pub fn threads(&self) -> usize {
+        self.pool.as_ref().map_or(1, |(p, _)| p.threads())
     }
 
     /// The last call's output tokens, `[n_tokens, D]`.
@@ -231,21 +235,27 @@ impl FastEncoder {
             .expect("one thread needs no helper to start")
     }
 
-    /// As [`FastEncoder::scratch`], splitting the matrix products, attention heads and GELU
-    /// with a second (persistent) thread when `threads >= 2`.
+    /// As [`FastEncoder::scratch`], splitting the matrix products (by output columns), the
+    /// attention heads and the GELU rows over `threads` threads in all: the caller and
+    /// `threads - 1` persistent helpers (at most [`super::threads::MAX_THREADS`]). The results
+    /// are bit-identical for every thread count: no split divides a sum.
     pub fn scratch_threads(&self, threads: usize) -> std::io::Result<Scratch> {
         let t = self.max_tokens;
         let scores_len = QUERIES * t.div_ceil(LANES) * LANES;
         let kt_len = t.div_ceil(LANES) * LANES * self.cfg.head_dim();
-        let helper = if threads >= 2 {
-            Some((Helper::new()?, vec![0.0; scores_len], vec![0.0; kt_len]))
+        let pool = if threads >= 2 {
+            let pool = Pool::new(threads)?;
+            let buffers = (1..pool.threads())
+                .map(|_| (vec![0.0; scores_len], vec![0.0; kt_len]))
+                .collect();
+            Some((pool, buffers))
         } else {
             None
         };
-        Ok(self.scratch_with(helper))
+        Ok(self.scratch_with(pool))
     }
 
-    fn scratch_with(&self, helper: Option<(Helper, Vec<f32>, Vec<f32>)>) -> Scratch {
+    fn scratch_with(&self, pool: Option<(Pool, Vec<AttentionBuffers>)>) -> Scratch {
         let (t, d) = (self.max_tokens, self.cfg.embed_dim);
         let hidden = d * self.cfg.mlp_ratio;
         let widest = hidden.max(self.cfg.patch_len()).div_ceil(4) * 4;
@@ -262,7 +272,7 @@ impl FastEncoder {
             tokens: vec![0.0; t * d],
             pooled: vec![0.0; d],
             n_tokens: 0,
-            helper,
+            pool,
         }
     }
 
@@ -272,13 +282,13 @@ impl FastEncoder {
         self.forward_with(patches, s, true)
     }
 
-    /// As [`FastEncoder::forward`]; `two_threads = false` leaves the scratch's helper thread
-    /// (if any) out of this call, with the same result.
+    /// As [`FastEncoder::forward`]; `parallel = false` leaves the scratch's helper threads (if
+    /// any) out of this call, with the same result.
     pub fn forward_with(
         &self,
         patches: &[f32],
         s: &mut Scratch,
-        two_threads: bool,
+        parallel: bool,
     ) -> Result<(), EngineError> {
         let (d, p) = (self.cfg.embed_dim, self.cfg.patch_len());
         let n = patches.len() / p.max(1);
@@ -310,7 +320,7 @@ impl FastEncoder {
             tokens,
             pooled,
             n_tokens,
-            helper,
+            pool,
         } = s;
         let (x, h, y) = (&mut x[..n * d], &mut h[..n * d], &mut y[..n * d]);
         let qkv = &mut qkv[..n * 3 * d];
@@ -321,23 +331,23 @@ impl FastEncoder {
             *v += q;
         }
         let heads = self.cfg.num_heads;
-        let helper = helper.as_mut().filter(|_| two_threads);
-        let (two, scores2, kt2) = match helper {
-            Some((h, s2, k2)) => (Some(&*h), RawSlice::new(s2), RawSlice::new(k2)),
-            None => (None, RawSlice::new(&mut []), RawSlice::new(&mut [])),
+        let (pool, buffers) = match pool.as_mut().filter(|_| parallel) {
+            Some((p, b)) => (Some(&*p), RawSlice::new(b)),
+            None => (None, RawSlice::new(&mut [])),
         };
-        // Runs `f` on column ranges: all of them here, or split with the helper.
+        let threads = pool.map_or(1, Pool::threads);
+        // Runs `f` on column ranges: all of them here, or split over the pool.
         let split = |width: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)| {
-            let mid = split_columns(width);
-            match two {
-                Some(h) if mid > 0 => h.join(|| f(0..mid), &|| f(mid..width)),
+            let parts = column_parts(width, threads);
+            match pool {
+                Some(p) if parts > 1 => p.run(parts, &|i| f(column_part(width, parts, i))),
                 _ => f(0..width),
             }
         };
         let mut linear = |lin: &Lin, a: &[f32], out: &mut [f32], accumulate: bool| {
             let om = OutMatrix::new(out, n, lin.n());
             match lin {
-                // SAFETY: `om` covers `out`, borrowed for this call; the halves write
+                // SAFETY: `om` covers `out`, borrowed for this call; the parts write
                 // disjoint columns.
                 Lin::F32(w) => split(w.n(), &|c| unsafe {
                     gemm_cols(isa, a, n, w, om, accumulate, c)
@@ -357,40 +367,22 @@ impl FastEncoder {
             {
                 let ym = OutMatrix::new(y, n, d);
                 let qkv = &*qkv;
-                match two {
-                    Some(hp) if heads >= 2 => {
-                        let mid = heads / 2;
-                        let (s1, k1) = (RawSlice::new(scores), RawSlice::new(kt));
-                        // SAFETY: each thread has its own scores/keys buffers and writes the
-                        // columns of its own heads.
-                        hp.join(
-                            || {
-                                attention(
-                                    isa,
-                                    qkv,
-                                    n,
-                                    d,
-                                    heads,
-                                    0..mid,
-                                    unsafe { s1.get() },
-                                    unsafe { k1.get() },
-                                    ym,
-                                )
-                            },
-                            &|| {
-                                attention(
-                                    isa,
-                                    qkv,
-                                    n,
-                                    d,
-                                    heads,
-                                    mid..heads,
-                                    unsafe { scores2.get() },
-                                    unsafe { kt2.get() },
-                                    ym,
-                                )
-                            },
-                        );
+                let parts = threads.min(heads);
+                match pool {
+                    Some(p) if parts > 1 => {
+                        let (s0, k0) = (RawSlice::new(scores), RawSlice::new(kt));
+                        // SAFETY: each part has its own scores/keys buffers (part 0 the
+                        // scratch's, part i the i-th helper's) and writes the columns of its
+                        // own heads.
+                        p.run(parts, &|i| {
+                            let (sc, k) = if i == 0 {
+                                unsafe { (s0.get(), k0.get()) }
+                            } else {
+                                let (sc, k) = unsafe { buffers.element(i - 1) };
+                                (&mut sc[..], &mut k[..])
+                            };
+                            attention(isa, qkv, n, d, heads, row_part(heads, parts, i), sc, k, ym)
+                        });
                     }
                     _ => attention(isa, qkv, n, d, heads, 0..heads, scores, kt, ym),
                 }
@@ -399,17 +391,18 @@ impl FastEncoder {
             math::layer_norm(isa, x, &b.norm2.0, &b.norm2.1, eps, h);
             debug_assert_eq!(b.fc1.n(), hidden);
             linear(&b.fc1, h, mlp, false);
-            match two {
-                Some(hp) => {
-                    let half = n / 2 * hidden;
-                    let (lo, hi) = mlp.split_at_mut(half);
-                    let hi = RawSlice::new(hi);
-                    // SAFETY: the two halves are disjoint; `hi` is used only by the helper.
-                    hp.join(|| math::gelu(isa, lo), &|| {
-                        math::gelu(isa, unsafe { hi.get() })
+            let parts = threads.min(n);
+            match pool {
+                Some(p) if parts > 1 => {
+                    let m = RawSlice::new(mlp);
+                    // SAFETY: part i alone touches its rows.
+                    p.run(parts, &|i| {
+                        let rows = row_part(n, parts, i);
+                        let all = unsafe { m.get_range(rows.start * hidden, rows.len() * hidden) };
+                        math::gelu(isa, all)
                     });
                 }
-                None => math::gelu(isa, mlp),
+                _ => math::gelu(isa, mlp),
             }
             linear(&b.fc2, mlp, x, true);
         }
@@ -663,19 +656,31 @@ mod tests {
         }
     }
 
-    /// Two threads compute exactly what one does (the split never changes a sum's order).
+    /// Any number of threads computes exactly what one does (no split changes a sum's order),
+    /// with more threads than heads, than 32-column tiles and than tokens among them, and a
+    /// parallel scratch used on one thread too.
     #[test]
-    fn two_threads_equal_one() {
+    fn every_thread_count_equals_one() {
         let enc = random_encoder(128, 2, 4);
         let cfg = enc.config().clone();
         for precision in [Precision::F32, Precision::Q8] {
             let f = FastEncoder::from_encoder(&enc, precision, Isa::detect(), 10).unwrap();
-            let (mut one, mut two) = (f.scratch(), f.scratch_threads(2).unwrap());
-            for cols in [6, 1, 10] {
-                let x = randn(cols * cfg.n_freq() * cfg.patch_len(), 0.5, cols as u64);
-                f.forward(&x, &mut one).unwrap();
-                f.forward(&x, &mut two).unwrap();
-                assert_eq!(one.output(), two.output(), "{precision:?} {cols} columns");
+            let mut one = f.scratch();
+            for threads in [2, 3, 4, 7] {
+                let mut many = f.scratch_threads(threads).unwrap();
+                assert_eq!(many.threads(), threads);
+                for cols in [6, 1, 10] {
+                    let x = randn(cols * cfg.n_freq() * cfg.patch_len(), 0.5, cols as u64);
+                    f.forward(&x, &mut one).unwrap();
+                    f.forward(&x, &mut many).unwrap();
+                    assert_eq!(
+                        one.output(),
+                        many.output(),
+                        "{precision:?} {threads} threads {cols} columns"
+                    );
+                    f.forward_with(&x, &mut many, false).unwrap();
+                    assert_eq!(one.output(), many.output());
+                }
             }
         }
     }

@@ -28,7 +28,8 @@ pub struct PipelineConfig {
     pub hysteresis: f32,
     /// Weight of the newest hop in the exponential smoothing of scores.
     pub smoothing: f32,
-    /// Threads for the encoder (1 or 2: the engine splits its work with one helper).
+    /// Threads for the encoder (the engine splits its work over this many; the pipeline times
+    /// one thread against all of them and keeps the faster).
     pub threads: usize,
     /// The open-set check (`model::open_set`) at this quantile: a hop whose window is unlike
     /// the top class's training examples is flagged unknown. `None`: no check.
@@ -181,7 +182,7 @@ pub struct Pipeline {
     /// Added to every hop's compute time: a stand-in for a slow device, for tests of the
     /// skipping policy. Zero in normal use.
     pub extra_hop_delay: std::time::Duration,
-    /// Running mean hop time (ms) with one and with two threads: the pipeline uses whichever
+    /// Running mean hop time (ms) with one thread and with all of them: the pipeline uses whichever
     /// is faster on this machine, re-checking the other every [`RECHECK`] hops. (A second
     /// thread halves a back-to-back forward pass, but between live hops it parks, and on some
     /// machines, virtual ones especially, waking it costs more than it saves: measured 4-12 ms
@@ -237,7 +238,7 @@ impl Pipeline {
             resampler,
             scratch: encoder
                 .scratch_threads(cfg.threads)
-                .map_err(|e| format!("starting the encoder's second thread: {e}"))?,
+                .map_err(|e| format!("starting the encoder's threads: {e}"))?,
             out: Hop {
                 pooled: vec![0.0; head.dim],
                 scores: vec![0.0; n_classes],
@@ -472,10 +473,10 @@ impl Pipeline {
         true
     }
 
-    /// Whether the next hop runs the encoder on two threads: never without a helper; else the
+    /// Whether the next hop runs the encoder on all its threads: never with one; else the
     /// faster on average so far, trying each early on and the other every [`RECHECK`] hops.
     fn next_uses_two_threads(&self) -> bool {
-        if !self.scratch.has_helper() {
+        if self.scratch.threads() == 1 {
             return false;
         }
         match self.thread_ms {
