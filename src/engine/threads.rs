@@ -394,7 +394,10 @@ mod tests {
                 for i in 0..parts {
                     let r = column_part(n, parts, i);
                     assert_eq!(r.start, next, "n {n}, {parts} parts");
-                    assert!(r.start.is_multiple_of(32) && !r.is_empty(), "n {n}, part {i}: {r:?}");
+                    assert!(
+                        r.start.is_multiple_of(32) && !r.is_empty(),
+                        "n {n}, part {i}: {r:?}"
+                    );
                     next = r.end;
                 }
                 assert_eq!(next, n);
