@@ -273,6 +273,29 @@ impl Jepa {
         )
     }
 
+    /// Sets the context encoder and its EMA target to `encoder`'s weights (named as an encoder
+    /// file names them), leaving the predictor as it is: continued pretraining from an encoder
+    /// alone (`pretrain --init ENCODER`). Every tensor of the run's encoder must be given,
+    /// with its shape.
+    pub fn load_encoder_tensors(&self, encoder: &HashMap<String, Tensor>) -> Result<()> {
+        for vm in [&self.context_vars, &self.target_vars] {
+            for (k, v) in sorted_vars(vm) {
+                let t = encoder
+                    .get(&k)
+                    .ok_or_else(|| candle_core::Error::Msg(format!("the encoder lacks {k}")))?;
+                if t.shape() != v.shape() {
+                    candle_core::bail!(
+                        "encoder tensor {k}: shape {:?}, the run's model needs {:?}",
+                        t.shape(),
+                        v.shape()
+                    );
+                }
+                v.set(&t.to_dtype(v.dtype())?.to_device(&self.device)?)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Every tensor, prefixed `context.`, `target.`, `predictor.`.
     pub fn tensors(&self) -> HashMap<String, Tensor> {
         let mut out = HashMap::new();

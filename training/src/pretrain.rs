@@ -42,10 +42,11 @@ pub struct Args {
     /// Continue the run in --out from its checkpoint
     #[arg(long)]
     resume: bool,
-    /// Start a new run from the weights of another run (its folder): encoders and predictor,
-    /// with a fresh optimiser and schedules from their start (continued pretraining on more
-    /// audio, or on your own). The model sections of both configs must match
-    #[arg(long, value_name = "RUN", conflicts_with = "resume")]
+    /// Start a new run from trained weights, with a fresh optimiser and schedules from their
+    /// start (continued pretraining on more audio, or on your own): another run's folder
+    /// (encoders and predictor), or an encoder file or `default` (the built-in encoder; context
+    /// and target start from it, the predictor fresh). The model shapes must match the config's
+    #[arg(long, value_name = "RUN|ENCODER|default", conflicts_with = "resume")]
     init: Option<PathBuf>,
     /// Override [optim] steps
     #[arg(long)]
@@ -272,6 +273,37 @@ fn join_group(launch: &LaunchEnv, _: &Device, _: &Args) -> anyhow::Result<Box<dy
     )
 }
 
+/// `--init`: a run's folder (its checkpoint), `default` (the built-in encoder) or an encoder
+/// file. Says what it loaded when `loud` (rank 0, without -q).
+fn init_weights(t: &mut Trainer, init: &Path, loud: bool) -> anyhow::Result<()> {
+    let say = |what: String| {
+        if loud {
+            eprintln!("{what}");
+        }
+    };
+    if init.is_dir() {
+        t.init_from(init)?;
+        say(format!(
+            "starting from the weights of the run {}",
+            init.display()
+        ));
+        return Ok(());
+    }
+    let encoder = if init.as_os_str() == "default" {
+        audio_jepa::default_model::encoder().context("the built-in encoder")?
+    } else if init.is_file() {
+        audio_jepa::model::checkpoint::load_encoder(init, &Device::Cpu)?
+    } else {
+        bail!("no such run folder or encoder file (or `default` for the built-in encoder)");
+    };
+    t.init_from_encoder(&encoder, init)?;
+    say(format!(
+        "starting from the encoder {} (context and EMA target; the predictor starts fresh: keep a learning-rate warm-up)",
+        init.display()
+    ));
+    Ok(())
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let launch = LaunchEnv::from_env()?;
     let is_main = launch.rank == 0;
@@ -332,9 +364,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cfg.validate()?;
         let mut t = Trainer::new(cfg, &dev)?;
         if let Some(init) = &args.init {
-            t.init_from(init)
+            init_weights(&mut t, init, is_main && !crate::quiet())
                 .with_context(|| format!("--init {}", init.display()))?;
-            say!("starting from the weights of {}", init.display());
         }
         t
     };

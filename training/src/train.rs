@@ -313,6 +313,33 @@ impl Trainer {
             .map_err(|e| bad(format!("{e} (the model and predictor sections must match)")))
     }
 
+    /// Starts this (new) run from a trained encoder alone (an encoder file, or the built-in
+    /// model): context encoder and EMA target both take its weights; the predictor keeps its
+    /// fresh initialisation, and the optimiser and schedules start from their beginning.
+    /// `origin` names the encoder in errors. The encoder's shape must be the run's `[model]`.
+    pub fn init_from_encoder(
+        &mut self,
+        encoder: &audio_jepa::model::Encoder,
+        origin: &Path,
+    ) -> Result<(), TrainError> {
+        let bad = |reason: String| TrainError::Checkpoint {
+            path: origin.to_path_buf(),
+            reason,
+        };
+        let (have, want) = (encoder.config(), &self.jepa.enc_cfg);
+        if have != want {
+            return Err(bad(format!(
+                "the encoder is {}-wide x {} deep ({} heads, {} mel bins, patch {}), the run's [model] {}-wide x {} deep ({} heads, {} mel bins, patch {}): they must match",
+                have.embed_dim, have.depth, have.num_heads, have.n_mels, have.patch_size,
+                want.embed_dim, want.depth, want.num_heads, want.n_mels, want.patch_size,
+            )));
+        }
+        let tensors: HashMap<String, Tensor> = encoder.named_tensors().into_iter().collect();
+        self.jepa
+            .load_encoder_tensors(&tensors)
+            .map_err(|e| bad(e.to_string()))
+    }
+
     /// Restores a run from `dir/checkpoint.safetensors`, with the config saved in it.
     pub fn resume(dir: &Path, device: &Device) -> Result<Self, TrainError> {
         let path = dir.join(CHECKPOINT);

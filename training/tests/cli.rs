@@ -123,3 +123,77 @@ fn several_ranks_without_nccl_are_refused_with_what_to_do() {
     // Nothing was written by a rank that could not join.
     assert!(!dir.path().join("run").exists());
 }
+
+/// `--init` takes a run's folder, an encoder file, or the built-in encoder, and refuses an
+/// encoder whose shape is not the config's with both shapes named.
+#[test]
+fn init_takes_an_encoder_file_or_the_built_in_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let audio = dir.path().join("audio");
+    std::fs::create_dir(&audio).unwrap();
+    wav_folder(&audio);
+    let cfg = dir.path().join("tiny.toml");
+    std::fs::write(&cfg, common::TINY_TOML).unwrap();
+    let run = |init: &Path, out: &str| {
+        train_cmd()
+            .args(["pretrain", "--compute", "cpu", "--steps", "2", "--config"])
+            .arg(&cfg)
+            .arg("--data")
+            .arg(&audio)
+            .arg("--cache")
+            .arg(dir.path().join("cache"))
+            .arg("--init")
+            .arg(init)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .output()
+            .unwrap()
+    };
+    let first = train_cmd()
+        .args([
+            "-q",
+            "pretrain",
+            "--compute",
+            "cpu",
+            "--steps",
+            "2",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--data")
+        .arg(&audio)
+        .arg("--cache")
+        .arg(dir.path().join("cache"))
+        .arg("--out")
+        .arg(dir.path().join("first"))
+        .output()
+        .unwrap();
+    assert!(first.status.success());
+    for (init, says) in [
+        (
+            dir.path().join("first"),
+            "starting from the weights of the run",
+        ),
+        (
+            dir.path().join("first").join("encoder.safetensors"),
+            "starting from the encoder",
+        ),
+    ] {
+        let out = run(&init, &format!("from-{}", says.len()));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
+    // The built-in encoder is 192 wide x 6 deep; the tiny config's model is not.
+    let out = run(Path::new("default"), "from-default");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--init default")
+            && stderr.contains("192-wide x 6 deep")
+            && stderr.contains("must match"),
+        "{stderr}"
+    );
+    let out = run(&dir.path().join("nothing-here"), "from-nothing");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such run folder or encoder file"));
+}

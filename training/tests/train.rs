@@ -380,6 +380,50 @@ fn a_wall_clock_horizon_drives_the_schedules() {
 /// `pretrain --init`: a new run takes another run's weights (both encoders and the predictor)
 /// but starts its step, optimiser and schedules afresh; a different model shape is refused.
 #[test]
+fn a_run_can_start_from_an_encoder_alone() {
+    let cfg = tiny_config(8);
+    let clips = Corpus::new(synthetic_clips(8), &cfg);
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Trainer::new(cfg.clone(), &Device::Cpu).unwrap();
+    for s in 0..3 {
+        first.train_step(&make_batch(&clips, &cfg, s)).unwrap();
+    }
+    first.save(dir.path()).unwrap();
+    let file = dir.path().join("context_encoder.safetensors");
+    let encoder = audio_jepa::model::checkpoint::load_encoder(&file, &Device::Cpu).unwrap();
+
+    let mut second_cfg = cfg.clone();
+    second_cfg.run.seed = 7;
+    let mut second = Trainer::new(second_cfg, &Device::Cpu).unwrap();
+    let fresh = second.jepa.tensors();
+    second.init_from_encoder(&encoder, &file).unwrap();
+    let (a, b) = (first.jepa.tensors(), second.jepa.tensors());
+    for (k, tb) in &b {
+        if let Some(name) = k.strip_prefix("predictor.") {
+            // The predictor keeps its own (seeded) initialisation.
+            assert_eq!(max_diff(tb, &fresh[k]), 0.0, "predictor {name} changed");
+        } else {
+            // Context and target both start from the encoder: the first run's context.
+            let name = k.split_once('.').unwrap().1;
+            let want = &a[&format!("context.{name}")];
+            assert_eq!(max_diff(tb, want), 0.0, "{k} is not the encoder's {name}");
+        }
+    }
+    // It trains on from there.
+    second.train_step(&make_batch(&clips, &cfg, 0)).unwrap();
+
+    // An encoder of another shape is refused, naming both shapes.
+    let mut deeper = cfg.clone();
+    deeper.model.depth = Some(3);
+    let mut other = Trainer::new(deeper, &Device::Cpu).unwrap();
+    let err = other
+        .init_from_encoder(&encoder, &file)
+        .expect_err("must fail")
+        .to_string();
+    assert!(err.contains("must match") && err.contains("deep"), "{err}");
+}
+
+#[test]
 fn a_run_can_start_from_another_runs_weights() {
     let cfg = tiny_config(8);
     let clips = Corpus::new(synthetic_clips(8), &cfg);
