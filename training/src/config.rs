@@ -130,6 +130,11 @@ pub struct OptimSection {
     /// `steps` is then only an upper bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minutes: Option<f64>,
+    /// The first this fraction of the run updates the predictor only: the context encoder (and
+    /// so its EMA target) stays as it is. For `pretrain --init ENCODER`, where a fresh predictor
+    /// would otherwise send its first, random gradients into a trained encoder.
+    #[serde(default)]
+    pub encoder_frozen_frac: f64,
 }
 
 /// `[optim] precision`: how the step computes. Parameters, optimiser moments, the EMA target
@@ -172,6 +177,7 @@ impl Default for OptimSection {
             explode_factor: 50.0,
             precision: Precision::F32,
             minutes: None,
+            encoder_frozen_frac: 0.0,
         }
     }
 }
@@ -399,6 +405,12 @@ impl TrainConfig {
         }
         if !(o.lr > 0.0 && o.start_lr >= 0.0 && o.final_lr >= 0.0) {
             return invalid("optim.lr", "learning rates must be positive".into());
+        }
+        if !(0.0..1.0).contains(&o.encoder_frozen_frac) {
+            return invalid(
+                "optim.encoder_frozen_frac",
+                format!("{} not in [0, 1)", o.encoder_frozen_frac),
+            );
         }
         if !(0.0..1.0).contains(&o.warmup_frac) {
             return invalid(

@@ -205,6 +205,11 @@ impl Jepa {
         v
     }
 
+    /// The context encoder's parameters.
+    pub fn context_vars(&self) -> Vec<(String, Var)> {
+        sorted_vars(&self.context_vars)
+    }
+
     /// The target encoder's parameters (never given to the optimiser).
     pub fn target_vars(&self) -> Vec<(String, Var)> {
         sorted_vars(&self.target_vars)

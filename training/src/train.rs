@@ -189,6 +189,14 @@ impl Trainer {
         } else {
             loss
         };
+        if progress < self.cfg.optim.encoder_frozen_frac {
+            // The predictor alone learns (`[optim] encoder_frozen_frac`): without a gradient
+            // the optimiser leaves the context encoder and its moments alone, and the EMA
+            // target is not updated either (below).
+            for (_, v) in self.jepa.context_vars() {
+                grads.remove(v.as_tensor());
+            }
+        }
         // One device-to-host transfer per step (the loss and the gradient norm together): the
         // checks below need both before the parameters are touched, and nothing else is read.
         let sq_norm = self.opt.grad_sq_norm(&grads)?;
@@ -228,7 +236,9 @@ impl Trainer {
             1.0
         };
         self.opt.step(&grads, lr, wd, scale)?;
-        self.jepa.ema_update(momentum)?;
+        if progress >= self.cfg.optim.encoder_frozen_frac {
+            self.jepa.ema_update(momentum)?;
+        }
         self.step += 1;
         Ok(StepStats {
             step,

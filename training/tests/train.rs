@@ -424,6 +424,43 @@ fn a_run_can_start_from_an_encoder_alone() {
 }
 
 #[test]
+fn a_frozen_encoder_waits_while_the_predictor_learns() {
+    let mut cfg = tiny_config(4);
+    cfg.optim.encoder_frozen_frac = 0.5;
+    let clips = Corpus::new(synthetic_clips(8), &cfg);
+    let mut t = Trainer::new(cfg.clone(), &Device::Cpu).unwrap();
+    // Copies: the optimiser updates the variables' storage in place.
+    let before: std::collections::HashMap<String, Tensor> = t
+        .jepa
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| (k, v.copy().unwrap()))
+        .collect();
+    let changed = |t: &Trainer, prefix: &str| {
+        let now = t.jepa.tensors();
+        now.iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .any(|(k, v)| max_diff(v, &before[k]) > 0.0)
+    };
+    for s in 0..2 {
+        t.train_step(&make_batch(&clips, &cfg, s)).unwrap();
+    }
+    // Steps 0 and 1 (progress 0 and 0.25): the predictor alone moved.
+    assert!(changed(&t, "predictor."));
+    assert!(
+        !changed(&t, "context."),
+        "the context encoder moved while frozen"
+    );
+    assert!(!changed(&t, "target."), "the target moved while frozen");
+    for s in 2..4 {
+        t.train_step(&make_batch(&clips, &cfg, s)).unwrap();
+    }
+    assert!(changed(&t, "context.") && changed(&t, "target."));
+    cfg.optim.encoder_frozen_frac = 1.0;
+    assert!(cfg.validate().is_err());
+}
+
+#[test]
 fn a_run_can_start_from_another_runs_weights() {
     let cfg = tiny_config(8);
     let clips = Corpus::new(synthetic_clips(8), &cfg);
