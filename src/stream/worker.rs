@@ -34,10 +34,13 @@ pub struct PipelineConfig {
     /// The open-set check (`model::open_set`) at this quantile: a hop whose window is unlike
     /// the top class's training examples is flagged unknown. `None`: no check.
     pub unknown_quantile: Option<f32>,
-    /// A hop whose audio is quieter than this (RMS, dBFS) is silence: its scores count as zero,
-    /// so no tag turns on and tags that were on decay and turn off, and it is not checked
-    /// against the classes (a linear head names a class for digital silence too: the built-in
-    /// one said "dog 0.98"). `None`: no gate.
+    /// A hop whose window is quieter than this (RMS, dBFS, of its loudest hop-long stretch, as
+    /// `tag` gates a clip by its loudest 160 ms) is silence: its scores count as zero, so no tag
+    /// turns on and tags that were on decay and turn off, and it is not checked against the
+    /// classes (a linear head names a class for digital silence too: the built-in one said "dog
+    /// 0.98"). The window, not the newest hop alone: a short sound (a bark, a knock) stays in
+    /// the window for several hops after its own, and those hops must still see it. `None`: no
+    /// gate.
     pub silence_dbfs: Option<f32>,
 }
 
@@ -70,7 +73,8 @@ pub struct Hop {
     pub scores: Vec<f32>,
     /// The window is unlike the top class's training examples (the open-set check).
     pub unknown: bool,
-    /// The hop's audio is below the silence gate (`PipelineConfig::silence_dbfs`).
+    /// The window's loudest hop-long stretch is below the silence gate
+    /// (`PipelineConfig::silence_dbfs`).
     pub silent: bool,
     /// Its similarity to the top class's prototype (NaN without the check).
     pub similarity: f32,
@@ -171,6 +175,9 @@ pub struct Pipeline {
     /// Sum of squares and count of the 16 kHz samples since the last hop (the level).
     sq_sum: f64,
     sq_n: u64,
+    /// Levels (dBFS) of the hops whose audio the window holds, newest at `level_slot - 1`.
+    levels: Vec<f32>,
+    level_slot: usize,
     patches: Vec<f32>,
     smoothed: Vec<f32>,
     active: Vec<bool>,
@@ -189,6 +196,9 @@ pub struct Pipeline {
     /// per hop against 2 ms on one thread on this repository's 2-vCPU VM.)
     thread_ms: [Option<f64>; 2],
 }
+
+/// The level of digital silence, dBFS (the floor of [`Hop::level_db`]).
+const SILENCE_DB: f32 = -100.0;
 
 /// Hops between re-checks of the thread count not in use.
 const RECHECK: u64 = 32;
@@ -263,6 +273,8 @@ impl Pipeline {
             since_hop: 0,
             sq_sum: 0.0,
             sq_n: 0,
+            levels: vec![SILENCE_DB; window_frames.div_ceil(cfg.hop_columns * patch)],
+            level_slot: 0,
             patches: Vec::with_capacity(window_frames * n_mels),
             smoothed: vec![0.0; n_classes],
             active: vec![false; n_classes],
@@ -413,7 +425,10 @@ impl Pipeline {
         let ms = self.sq_sum / self.sq_n.max(1) as f64;
         out.level_db = (10.0 * ms.max(1e-10).log10()) as f32;
         (self.sq_sum, self.sq_n) = (0.0, 0);
-        out.silent = self.cfg.silence_dbfs.is_some_and(|g| out.level_db < g);
+        self.levels[self.level_slot] = out.level_db;
+        self.level_slot = (self.level_slot + 1) % self.levels.len();
+        let loudest = self.levels.iter().copied().fold(SILENCE_DB, f32::max);
+        out.silent = self.cfg.silence_dbfs.is_some_and(|g| loudest < g);
         let t0 = Instant::now();
         if self
             .encoder

@@ -25,7 +25,7 @@ pub struct App {
     pub ended: bool,
     /// The newest window is unlike the top class's examples (the open-set check).
     pub unknown: bool,
-    /// The newest hop is below the silence gate.
+    /// The newest hop's window is below the silence gate (its loudest hop).
     pub silent: bool,
     /// The `?` overlay is shown.
     pub help: bool,

@@ -238,7 +238,7 @@ fn help_overlay(f: &mut Frame, app: &App) {
             app.threshold
         )),
         Line::from("  UNKNOWN  the window is unlike the top tag's examples"),
-        Line::from("  SILENCE  the hop is below --silence-dbfs: no tag turns on"),
+        Line::from("  SILENCE  the window's loudest hop is below --silence-dbfs"),
         Line::from("  log-mel  the mel bands, one column per hop, newest right"),
         Line::from("  level    RMS of the newest hop's audio, dBFS"),
     ];
