@@ -98,18 +98,6 @@ pub(crate) fn zeroed(len: usize) -> Vec<f32> {
     v
 }
 
-/// `len` values for an output whose every element the op writes before anything reads it (a
-/// product without accumulation, an element-wise map): no zeroing pass, which cost 6 % of a
-/// pretraining step as `memset` (perf, 2026-12-07). Each use states why every element is
-/// written.
-pub(crate) fn for_overwrite(len: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(len);
-    // SAFETY: f32 has no invalid bit patterns and each caller writes all `len` values before
-    // the vector is read or handed on (as candle's CPU backend does with its own outputs).
-    unsafe { v.set_len(len) };
-    v
-}
-
 /// A raw view of an output buffer whose disjoint parts several threads fill.
 #[derive(Clone, Copy)]
 pub(crate) struct Out(*mut f32, usize);
@@ -182,8 +170,7 @@ impl CustomOp3 for LinearOp {
         }
         let m = x.len() / k.max(1);
         let packed = PackedF32::new(w, Some(b), n, k);
-        // Written whole: gemm_rows covers every row, gemm every column, without accumulating.
-        let mut y = for_overwrite(m * n);
+        let mut y = zeroed(m * n);
         gemm_rows(self.0, x, m, &packed, &mut y);
         let mut out = dims.to_vec();
         *out.last_mut().expect("checked above") = n;
@@ -230,8 +217,7 @@ impl CustomOp2 for LinearDx {
         let (n, k) = lw.shape().dims2()?;
         let m = g.len() / n.max(1);
         let packed = PackedF32::from_transposed(w, n, k);
-        // Written whole, as the forward product.
-        let mut dx = for_overwrite(m * k);
+        let mut dx = zeroed(m * k);
         gemm_rows(self.0, g, m, &packed, &mut dx);
         let mut out = lg.dims().to_vec();
         *out.last_mut().expect("grad has a last dim") = k;
@@ -259,15 +245,12 @@ impl CustomOp2 for LinearDw {
         let n = *lg.dims().last().unwrap_or(&1);
         let k = *lx.dims().last().unwrap_or(&1);
         let m = g.len() / n.max(1);
-        // dW is written whole by the product below; db accumulates, so it starts at zero.
-        let mut out = for_overwrite(n * k + n);
+        let mut out = zeroed(n * k + n);
         let (dw, db) = out.split_at_mut(n * k);
-        db.fill(0.0);
         // g^T and the bias gradient, 16 columns of g per chunk: each read is a 64-byte run of a
         // row of g, each write a run of a row of g^T; db sums in row order (as one thread would).
         const COLS: usize = 16;
-        // Written whole: the chunks cover every column of g, the tiles every row.
-        let mut gt = for_overwrite(m * n);
+        let mut gt = zeroed(m * n);
         let (tview, bview) = (Out::new(&mut gt), Out::new(db));
         par_for(n.div_ceil(COLS), |c| {
             let cols = c * COLS..((c + 1) * COLS).min(n);
@@ -347,8 +330,7 @@ impl CustomOp1 for Gelu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, "gelu")?;
-        // Written whole: par_chunks covers every element.
-        let mut y = for_overwrite(x.len());
+        let mut y = zeroed(x.len());
         par_chunks(&mut y, CHUNK, |r, y| gelu_fwd(self.0, &x[r], y));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -380,8 +362,7 @@ impl CustomOp2 for GeluBwd {
         if x.len() != g.len() {
             candle_core::bail!("gelu backward: {} values, {} grads", x.len(), g.len());
         }
-        // Written whole: par_chunks covers every element.
-        let mut dx = for_overwrite(x.len());
+        let mut dx = zeroed(x.len());
         par_chunks(&mut dx, CHUNK, |r, d| {
             gelu_bwd(self.0, &x[r.clone()], &g[r], d)
         });
