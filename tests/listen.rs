@@ -471,7 +471,7 @@ fn a_short_sound_in_a_stream_is_tagged() {
     let Some(data) = common::shared_data("a_short_sound_in_a_stream_is_tagged") else {
         return;
     };
-    let bark = audio_jepa::audio::load(&data.join("esc50/audio/4-182395-A-0.flac"), 16_000)
+    let bark = audio_jepa::audio::load(data.join("esc50/audio/4-182395-A-0.flac"), 16_000)
         .unwrap()
         .samples;
     let len = 16_000 * 4 / 10;
