@@ -58,13 +58,14 @@ pub fn quiet() -> bool {
 }
 
 impl Cli {
-    /// The log filter `-q` / `-v` ask for (symphonia's per-byte warnings stay off unless -vv:
-    /// the decode error reported says what matters).
+    /// The log filter `-q` / `-v` ask for. symphonia's own log (a warning per junk byte, an
+    /// "ERROR probe reached EOF" for a file we then report as skipped) stays off unless -vv:
+    /// the decode error we report says what matters.
     pub fn log_filter(&self) -> &'static str {
         match (self.quiet, self.verbose) {
-            (true, _) => "error",
-            (false, 0) => "warn,symphonia=error",
-            (false, 1) => "info,symphonia=error",
+            (true, _) => "error,symphonia=off",
+            (false, 0) => "warn,symphonia=off",
+            (false, 1) => "info,symphonia=off",
             _ => "debug",
         }
     }

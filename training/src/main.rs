@@ -30,12 +30,13 @@ struct Cli {
 }
 
 impl Cli {
-    /// The log filter `-q` / `-v` ask for: symphonia's per-byte warnings stay off unless -vv
-    /// (the decode error reported says what matters).
+    /// The log filter `-q` / `-v` ask for. symphonia's own log (a warning per junk byte, an
+    /// "ERROR probe reached EOF" for a file we then report as skipped) stays off unless -vv:
+    /// the decode error we report says what matters.
     fn log_filter(&self) -> &'static str {
         match (self.quiet, self.verbose) {
-            (true, _) | (false, 0) => "warn,symphonia=error",
-            (false, 1) => "warn,symphonia=error,audio_jepa_training=info,ajepa_train=info",
+            (true, _) | (false, 0) => "warn,symphonia=off",
+            (false, 1) => "warn,symphonia=off,audio_jepa_training=info,ajepa_train=info",
             _ => "debug",
         }
     }
