@@ -493,17 +493,12 @@ fn a_short_sound_in_a_stream_is_tagged() {
     }
     let dir = tempfile::tempdir().unwrap();
     let wav = dir.path().join("bark-in-a-room.wav");
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16_000,
-        bits_per_sample: 32,
-        sample_format: hound::SampleFormat::Float,
-    };
-    let mut w = hound::WavWriter::create(&wav, spec).unwrap();
-    for &v in &samples {
-        w.write_sample(v).unwrap();
-    }
-    w.finalize().unwrap();
+    common::write_wav_16k(
+        &wav,
+        samples
+            .iter()
+            .map(|v| (v.clamp(-1.0, 1.0) * 32767.0) as i16),
+    );
     let text = common::ajepa([
         "listen".as_ref(),
         "--fast".as_ref(),

@@ -285,20 +285,23 @@ impl Jepa {
     pub fn load_encoder_tensors(&self, encoder: &HashMap<String, Tensor>) -> Result<()> {
         for vm in [&self.context_vars, &self.target_vars] {
             for (k, v) in sorted_vars(vm) {
-                let t = encoder
-                    .get(&k)
-                    .ok_or_else(|| candle_core::Error::Msg(format!("the encoder lacks {k}")))?;
-                if t.shape() != v.shape() {
-                    candle_core::bail!(
-                        "encoder tensor {k}: shape {:?}, the run's model needs {:?}",
-                        t.shape(),
-                        v.shape()
-                    );
-                }
-                v.set(&t.to_dtype(v.dtype())?.to_device(&self.device)?)?;
+                self.set_var(&v, encoder.get(&k), &k, "the encoder")?;
             }
         }
         Ok(())
+    }
+
+    /// Sets `v` to `t` (named `key` in `source`), which must exist and have `v`'s shape.
+    fn set_var(&self, v: &Var, t: Option<&Tensor>, key: &str, source: &str) -> Result<()> {
+        let t = t.ok_or_else(|| candle_core::Error::Msg(format!("{source} lacks {key}")))?;
+        if t.shape() != v.shape() {
+            candle_core::bail!(
+                "{source}: {key} has shape {:?}, the run's model needs {:?}",
+                t.shape(),
+                v.shape()
+            );
+        }
+        v.set(&t.to_dtype(v.dtype())?.to_device(&self.device)?)
     }
 
     /// Every tensor, prefixed `context.`, `target.`, `predictor.`.
@@ -341,17 +344,7 @@ impl Jepa {
         ] {
             for (k, v) in sorted_vars(vm) {
                 let key = format!("{prefix}.{k}");
-                let t = saved
-                    .get(&key)
-                    .ok_or_else(|| candle_core::Error::Msg(format!("checkpoint lacks {key}")))?;
-                if t.shape() != v.shape() {
-                    candle_core::bail!(
-                        "checkpoint {key}: shape {:?}, expected {:?}",
-                        t.shape(),
-                        v.shape()
-                    );
-                }
-                v.set(&t.to_device(&self.device)?)?;
+                self.set_var(&v, saved.get(&key), &key, "the checkpoint")?;
             }
         }
         Ok(())

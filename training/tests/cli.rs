@@ -33,28 +33,45 @@ fn wav_folder(dir: &Path) {
     }
 }
 
+/// A folder of clips and the tests' tiny config, in a temporary folder.
+struct TinyRun {
+    dir: tempfile::TempDir,
+    audio: std::path::PathBuf,
+    cfg: std::path::PathBuf,
+}
+
+impl TinyRun {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let audio = dir.path().join("audio");
+        std::fs::create_dir(&audio).unwrap();
+        wav_folder(&audio);
+        let cfg = dir.path().join("tiny.toml");
+        std::fs::write(&cfg, common::TINY_TOML).unwrap();
+        Self { dir, audio, cfg }
+    }
+
+    /// `ajepa-train FLAGS pretrain` for 2 steps on the CPU into `out` (under the folder).
+    fn pretrain(&self, flags: &[&str], out: &str) -> Command {
+        let mut c = train_cmd();
+        c.env_remove("RUST_LOG")
+            .args(flags)
+            .args(["pretrain", "--compute", "cpu", "--steps", "2", "--config"])
+            .arg(&self.cfg)
+            .arg("--data")
+            .arg(&self.audio)
+            .arg("--cache")
+            .arg(self.dir.path().join("cache"))
+            .arg("--out")
+            .arg(self.dir.path().join(out));
+        c
+    }
+}
+
 #[test]
 fn a_tiny_run_trains_and_quiet_keeps_stderr_for_problems() {
-    let dir = tempfile::tempdir().unwrap();
-    let audio = dir.path().join("audio");
-    std::fs::create_dir(&audio).unwrap();
-    wav_folder(&audio);
-    let cfg = dir.path().join("tiny.toml");
-    std::fs::write(&cfg, common::TINY_TOML).unwrap();
-    let run = |flag: Option<&str>, out: &str| {
-        let mut c = train_cmd();
-        c.args(flag).env_remove("RUST_LOG");
-        c.args(["pretrain", "--compute", "cpu", "--steps", "2", "--config"])
-            .arg(&cfg)
-            .arg("--data")
-            .arg(&audio)
-            .arg("--cache")
-            .arg(dir.path().join("cache"))
-            .arg("--out")
-            .arg(dir.path().join(out))
-            .output()
-            .unwrap()
-    };
+    let tiny = TinyRun::new();
+    let run = |flag: Option<&str>, out: &str| tiny.pretrain(flag.as_slice(), out).output().unwrap();
     let loud = run(None, "run-loud");
     let stderr = String::from_utf8_lossy(&loud.stderr);
     assert!(loud.status.success(), "{stderr}");
@@ -85,6 +102,7 @@ fn a_tiny_run_trains_and_quiet_keeps_stderr_for_problems() {
     assert!(!both.status.success());
     assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"));
     for out in ["run-loud", "run-quiet", "run-verbose"] {
+        let dir = &tiny.dir;
         assert!(dir
             .path()
             .join(out)
@@ -128,46 +146,16 @@ fn several_ranks_without_nccl_are_refused_with_what_to_do() {
 /// encoder whose shape is not the config's with both shapes named.
 #[test]
 fn init_takes_an_encoder_file_or_the_built_in_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let audio = dir.path().join("audio");
-    std::fs::create_dir(&audio).unwrap();
-    wav_folder(&audio);
-    let cfg = dir.path().join("tiny.toml");
-    std::fs::write(&cfg, common::TINY_TOML).unwrap();
+    let tiny = TinyRun::new();
+    let dir = &tiny.dir;
     let run = |init: &Path, out: &str| {
-        train_cmd()
-            .args(["pretrain", "--compute", "cpu", "--steps", "2", "--config"])
-            .arg(&cfg)
-            .arg("--data")
-            .arg(&audio)
-            .arg("--cache")
-            .arg(dir.path().join("cache"))
+        tiny.pretrain(&[], out)
             .arg("--init")
             .arg(init)
-            .arg("--out")
-            .arg(dir.path().join(out))
             .output()
             .unwrap()
     };
-    let first = train_cmd()
-        .args([
-            "-q",
-            "pretrain",
-            "--compute",
-            "cpu",
-            "--steps",
-            "2",
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg("--data")
-        .arg(&audio)
-        .arg("--cache")
-        .arg(dir.path().join("cache"))
-        .arg("--out")
-        .arg(dir.path().join("first"))
-        .output()
-        .unwrap();
+    let first = tiny.pretrain(&["-q"], "first").output().unwrap();
     assert!(first.status.success());
     for (init, says) in [
         (

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use audio_jepa_training::config::LossKind;
 use audio_jepa_training::config::PatchInit;
 use audio_jepa_training::config::Precision;
+use audio_jepa_training::config::TrainConfig;
 use audio_jepa_training::features::ClipFeatures;
 use audio_jepa_training::jepa::{Jepa, MaskTensors};
 use audio_jepa_training::loader::{fixed_batch, make_batch, Corpus, Loader};
@@ -377,10 +378,8 @@ fn a_wall_clock_horizon_drives_the_schedules() {
     assert!(err.contains("optim.minutes"), "{err}");
 }
 
-/// `pretrain --init`: a new run takes another run's weights (both encoders and the predictor)
-/// but starts its step, optimiser and schedules afresh; a different model shape is refused.
-#[test]
-fn a_run_can_start_from_an_encoder_alone() {
+/// A tiny run trained for 3 steps and saved in a temporary folder: what `--init` starts from.
+fn saved_run() -> (TrainConfig, Corpus, tempfile::TempDir, Trainer) {
     let cfg = tiny_config(8);
     let clips = Corpus::new(synthetic_clips(8), &cfg);
     let dir = tempfile::tempdir().unwrap();
@@ -389,6 +388,14 @@ fn a_run_can_start_from_an_encoder_alone() {
         first.train_step(&make_batch(&clips, &cfg, s)).unwrap();
     }
     first.save(dir.path()).unwrap();
+    (cfg, clips, dir, first)
+}
+
+/// `pretrain --init ENCODER`: context and target take the encoder's weights, the predictor
+/// keeps its own initialisation; an encoder of another shape is refused.
+#[test]
+fn a_run_can_start_from_an_encoder_alone() {
+    let (cfg, clips, dir, first) = saved_run();
     let file = dir.path().join("context_encoder.safetensors");
     let encoder = audio_jepa::model::checkpoint::load_encoder(&file, &Device::Cpu).unwrap();
 
@@ -460,16 +467,11 @@ fn a_frozen_encoder_waits_while_the_predictor_learns() {
     assert!(cfg.validate().is_err());
 }
 
+/// `pretrain --init`: a new run takes another run's weights (both encoders and the predictor)
+/// but starts its step, optimiser and schedules afresh; a different model shape is refused.
 #[test]
 fn a_run_can_start_from_another_runs_weights() {
-    let cfg = tiny_config(8);
-    let clips = Corpus::new(synthetic_clips(8), &cfg);
-    let dir = tempfile::tempdir().unwrap();
-    let mut first = Trainer::new(cfg.clone(), &Device::Cpu).unwrap();
-    for s in 0..3 {
-        first.train_step(&make_batch(&clips, &cfg, s)).unwrap();
-    }
-    first.save(dir.path()).unwrap();
+    let (cfg, clips, dir, first) = saved_run();
 
     let mut second_cfg = cfg.clone();
     second_cfg.run.seed = 7;
