@@ -6,6 +6,8 @@
 //! matrix product on the CPU. This engine computes the same function (tests compare it with
 //! the candle encoder, which is itself checked against a PyTorch reference) from packed weights:
 //! - [`gemm`]: f32 `x W^T + b` for AVX-512, AVX2+FMA and NEON, with a portable fallback;
+//! - [`gemm_bf16`]: the same product from bf16 operands with f32 sums (AVX-512 BF16), for the
+//!   training ops only, when a run asks for it;
 //! - [`qgemm`]: int8 weights (per output channel) times int8 activations (per token, dynamic),
 //!   for AVX-512 VNNI, AVX2 and NEON `sdot`, with a portable fallback; integer sums are exact, so every
 //!   path gives the same bits;
@@ -56,6 +58,7 @@ pub(crate) use with_rows;
 
 pub mod encoder;
 pub mod gemm;
+pub mod gemm_bf16;
 pub mod math;
 pub mod qgemm;
 pub mod threads;

@@ -29,6 +29,7 @@ use candle_core::{Shape, Tensor};
 use candle_nn::{Linear, Module};
 
 use crate::engine::gemm::{gemm, PackedF32, MR};
+use crate::engine::gemm_bf16::{self, PackedBf16};
 use crate::engine::math::{erf, exp, simd_fn};
 use crate::engine::Isa;
 use crate::model::ops::f32_slice;
@@ -37,10 +38,13 @@ use crate::model::ops::f32_slice;
 /// `AJEPA_FUSED=0` in the environment turns the path off (candle's composed ops everywhere): to
 /// measure what it gains, or to rule it out when something looks wrong.
 pub fn usable(x: &Tensor) -> bool {
+    enabled() && matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32
+}
+
+/// Whether the fused path is on at all (`AJEPA_FUSED` is not `0`).
+pub fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var("AJEPA_FUSED").map_or(true, |v| v.trim() != "0"))
-        && matches!(x.device(), Device::Cpu)
-        && x.dtype() == DType::F32
 }
 
 /// Runs `f(i)` for every `i` in `0..n` on candle's CPU threads.
@@ -123,24 +127,122 @@ impl Out {
     }
 }
 
-/// `c[m, n] = a[m, k] w^T + bias`, rows split over the threads.
-fn gemm_rows(isa: Isa, a: &[f32], m: usize, w: &PackedF32, c: &mut [f32]) {
-    let (n, k) = (w.n(), w.k());
-    debug_assert!(a.len() == m * k && c.len() == m * n);
-    // At least ~8 chunks so the threads even out, each a whole number of micro-tile rows.
-    let rows = (m.div_ceil(8).div_ceil(MR) * MR).clamp(MR, 16 * MR);
-    let out = Out::new(c);
-    par_for(m.div_ceil(rows), |i| {
-        let r0 = i * rows;
-        let r = rows.min(m - r0);
-        // SAFETY: chunk `i` owns rows r0..r0 + r.
-        let c = unsafe { out.slice(r0 * n, r * n) };
-        gemm(isa, &a[r0 * k..(r0 + r) * k], r, w, c, false);
-    });
+thread_local! {
+    /// Whether the linear layers' products built on this thread take bf16 operands (f32 sums):
+    /// off unless a training step asks for it ([`with_bf16_products`]).
+    static BF16_PRODUCTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with bf16 products (`engine::gemm_bf16`: operands rounded to bf16, sums in f32, as
+/// under PyTorch's bf16 autocast) for every fused linear layer it builds, forward and both
+/// backward products (an op keeps the choice it was built with, so a `backward()` inside or
+/// after `f` matches its forward); attention, layer norm, GELU and every sum stay f32.
+///
+/// Per thread and scoped, not process-wide: the choice belongs to one training step (the op is
+/// built deep inside the model's forward pass), and two runs or tests on other threads keep
+/// theirs. Returns `f`'s result; `on` is ignored (f32 products) where [`bf16_available`] is
+/// false, since the f32 kernels would outrun any emulation.
+pub fn with_bf16_products<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    let on = on && bf16_available();
+    let before = BF16_PRODUCTS.with(|c| c.replace(on));
+    // Restored on unwinding too, so a panicking step does not leave the thread in bf16.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BF16_PRODUCTS.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
+/// Whether this CPU runs bf16 products natively (AVX-512 BF16).
+pub fn bf16_available() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(gemm_bf16::available)
+}
+
+/// Whether fused linear layers built on this thread now use bf16 products.
+pub fn bf16_products() -> bool {
+    BF16_PRODUCTS.with(|c| c.get())
+}
+
+/// How a linear layer's products run: the f32 kernels of one instruction set, or bf16.
+#[derive(Debug, Clone, Copy)]
+enum Products {
+    F32(Isa),
+    Bf16,
+}
+
+impl Products {
+    fn current(isa: Isa) -> Self {
+        if bf16_products() {
+            Products::Bf16
+        } else {
+            Products::F32(isa)
+        }
+    }
+}
+
+/// Weights packed for one product, in the precision it runs in.
+enum Packed {
+    F32(Isa, PackedF32),
+    Bf16(PackedBf16),
+}
+
+impl Packed {
+    /// `w` (`[n, k]`) and its bias.
+    fn new(p: Products, w: &[f32], bias: Option<&[f32]>, n: usize, k: usize) -> Self {
+        match p {
+            Products::F32(isa) => Packed::F32(isa, PackedF32::new(w, bias, n, k)),
+            Products::Bf16 => Packed::Bf16(PackedBf16::new(w, bias, n, k)),
+        }
+    }
+
+    /// `W = a^T` for `a` `[rows, cols]`, no bias.
+    fn from_transposed(p: Products, a: &[f32], rows: usize, cols: usize) -> Self {
+        match p {
+            Products::F32(isa) => Packed::F32(isa, PackedF32::from_transposed(a, rows, cols)),
+            Products::Bf16 => {
+                Packed::Bf16(PackedBf16::from_transposed_with(a, rows, cols, |n, f| {
+                    par_for(n, f)
+                }))
+            }
+        }
+    }
+
+    /// `c[m, n] = a[m, k] w^T + bias`, rows split over the threads.
+    fn gemm_rows(&self, a: &[f32], m: usize, c: &mut [f32]) {
+        let (n, k) = match self {
+            Packed::F32(_, w) => (w.n(), w.k()),
+            Packed::Bf16(w) => (w.n(), w.k()),
+        };
+        debug_assert!(a.len() == m * k && c.len() == m * n);
+        // At least ~8 chunks so the threads even out, each a whole number of micro-tile rows.
+        let rows = (m.div_ceil(8).div_ceil(MR) * MR).clamp(MR, 16 * MR);
+        let out = Out::new(c);
+        par_for(m.div_ceil(rows), |i| {
+            let r0 = i * rows;
+            let r = rows.min(m - r0);
+            // SAFETY: chunk `i` owns rows r0..r0 + r.
+            let c = unsafe { out.slice(r0 * n, r * n) };
+            let a = &a[r0 * k..(r0 + r) * k];
+            match self {
+                Packed::F32(isa, w) => gemm(*isa, a, r, w, c, false),
+                Packed::Bf16(w) => {
+                    // This chunk's rows as bf16 pairs: a fraction of the product's work (k
+                    // values per row against k * n multiply-adds).
+                    let mut pairs = Vec::new();
+                    gemm_bf16::rows_to_bf16(a, r, k, &mut pairs);
+                    gemm_bf16::gemm(&pairs, r, w, c, false);
+                }
+            }
+        });
+    }
 }
 
 /// `y = x W^T + b` over the last dimension of `x`.
-struct LinearOp(Isa);
+struct LinearOp(Products);
 
 impl CustomOp3 for LinearOp {
     fn name(&self) -> &'static str {
@@ -169,9 +271,9 @@ impl CustomOp3 for LinearOp {
             );
         }
         let m = x.len() / k.max(1);
-        let packed = PackedF32::new(w, Some(b), n, k);
+        let packed = Packed::new(self.0, w, Some(b), n, k);
         let mut y = zeroed(m * n);
-        gemm_rows(self.0, x, m, &packed, &mut y);
+        packed.gemm_rows(x, m, &mut y);
         let mut out = dims.to_vec();
         *out.last_mut().expect("checked above") = n;
         Ok((CpuStorage::F32(y), Shape::from(out)))
@@ -198,7 +300,7 @@ impl CustomOp3 for LinearOp {
 }
 
 /// `dx = g W` (shaped like the layer's input).
-struct LinearDx(Isa);
+struct LinearDx(Products);
 
 impl CustomOp2 for LinearDx {
     fn name(&self) -> &'static str {
@@ -216,9 +318,9 @@ impl CustomOp2 for LinearDx {
         let w = f32_slice(sw, lw, "linear weight")?;
         let (n, k) = lw.shape().dims2()?;
         let m = g.len() / n.max(1);
-        let packed = PackedF32::from_transposed(w, n, k);
+        let packed = Packed::from_transposed(self.0, w, n, k);
         let mut dx = zeroed(m * k);
-        gemm_rows(self.0, g, m, &packed, &mut dx);
+        packed.gemm_rows(g, m, &mut dx);
         let mut out = lg.dims().to_vec();
         *out.last_mut().expect("grad has a last dim") = k;
         Ok((CpuStorage::F32(dx), Shape::from(out)))
@@ -226,7 +328,7 @@ impl CustomOp2 for LinearDx {
 }
 
 /// `[dW = g^T x (n x k), db = sum_rows(g) (n)]`, flat.
-struct LinearDw(Isa);
+struct LinearDw(Products);
 
 impl CustomOp2 for LinearDw {
     fn name(&self) -> &'static str {
@@ -280,20 +382,22 @@ impl CustomOp2 for LinearDw {
                 }
             }
         });
-        let packed = PackedF32::from_transposed(x, m, k);
-        gemm_rows(self.0, &gt, n, &packed, dw);
+        let packed = Packed::from_transposed(self.0, x, m, k);
+        packed.gemm_rows(&gt, n, dw);
         Ok((CpuStorage::F32(out), Shape::from(n * k + n)))
     }
 }
 
 /// `lin.forward(x)`, through the fused op where it applies.
 pub fn linear(x: &Tensor, lin: &Linear) -> Result<Tensor> {
-    linear_with(x, lin, Isa::detect())
+    linear_with(x, lin, Products::current(Isa::detect()))
 }
 
-fn linear_with(x: &Tensor, lin: &Linear, isa: Isa) -> Result<Tensor> {
+fn linear_with(x: &Tensor, lin: &Linear, products: Products) -> Result<Tensor> {
     match lin.bias() {
-        Some(b) if usable(x) => x.contiguous()?.apply_op3(lin.weight(), b, LinearOp(isa)),
+        Some(b) if usable(x) => x
+            .contiguous()?
+            .apply_op3(lin.weight(), b, LinearOp(products)),
         _ => lin.forward(x),
     }
 }

@@ -73,7 +73,7 @@ fn linear_matches_candle_on_every_isa() {
     let y_ref = lin.forward(x.as_tensor()).unwrap();
     let g_ref = weighted_sum(&y_ref, 4).backward().unwrap();
     for isa in Isa::all_supported() {
-        let y = linear_with(x.as_tensor(), &lin, isa).unwrap();
+        let y = linear_with(x.as_tensor(), &lin, Products::F32(isa)).unwrap();
         assert_eq!(y.dims(), &[3, 7, 37]);
         assert!(max_rel(&y, &y_ref) < 1e-6, "{isa:?} forward");
         let g = weighted_sum(&y, 4).backward().unwrap();
@@ -84,6 +84,62 @@ fn linear_matches_candle_on_every_isa() {
             assert!(e < 1e-5, "{isa:?} d{name}: {e}");
         }
     }
+}
+
+/// bf16 products (the AVX-512 BF16 kernel where this CPU has it, the portable one elsewhere)
+/// against candle's f32 ops: forward and every gradient within the operands' rounding (2^-9
+/// relative each, so a few 2^-8 on sums of mixed signs), on shapes with odd `k` and partial
+/// tiles, and large enough that several row chunks run in parallel.
+#[test]
+fn linear_with_bf16_products_matches_candle_within_rounding() {
+    for (shape, n, seed) in [(&[3usize, 7, 13][..], 37, 21), (&[250, 41][..], 24, 25)] {
+        let k = *shape.last().unwrap();
+        let (x, w, b) = (
+            var(shape, seed),
+            var(&[n, k], seed + 1),
+            var(&[n], seed + 2),
+        );
+        let lin = Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()));
+        let y_ref = lin.forward(x.as_tensor()).unwrap();
+        let g_ref = weighted_sum(&y_ref, seed + 3).backward().unwrap();
+        let y = linear_with(x.as_tensor(), &lin, Products::Bf16).unwrap();
+        let e = max_rel(&y, &y_ref);
+        assert!(
+            e < 2e-2 && e > 0.0,
+            "forward {e}: rounded, but only by bf16's precision"
+        );
+        let g = weighted_sum(&y, seed + 3).backward().unwrap();
+        for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
+            let (a, r) = (g.get(v).unwrap(), g_ref.get(v).unwrap());
+            assert_eq!(a.dims(), r.dims(), "d{name} shape");
+            let e = max_rel(a, r);
+            // db is a plain f32 sum of the gradient rows: no rounding at all.
+            let tol = if name == "b" { 1e-5 } else { 2e-2 };
+            assert!(e < tol, "d{name}: {e}");
+        }
+    }
+}
+
+#[test]
+fn bf16_products_are_scoped_to_the_call_and_thread() {
+    let (x, w, b) = (var(&[5, 40], 31), var(&[20, 40], 32), var(&[20], 33));
+    let lin = Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()));
+    let f32_y = linear(x.as_tensor(), &lin).unwrap();
+    let (on, y) = with_bf16_products(true, || {
+        let other = std::thread::spawn(bf16_products).join().unwrap();
+        assert!(!other, "another thread keeps f32 products");
+        (bf16_products(), linear(x.as_tensor(), &lin).unwrap())
+    });
+    assert_eq!(on, bf16_available());
+    assert!(!bf16_products(), "off again after the call");
+    let e = max_rel(&y, &f32_y);
+    if on {
+        assert!(e > 0.0 && e < 2e-2, "bf16 products: {e}");
+    } else {
+        assert_eq!(e, 0.0, "no AVX-512 BF16: f32 products");
+    }
+    let again = linear(x.as_tensor(), &lin).unwrap();
+    assert_eq!(max_rel(&again, &f32_y), 0.0);
 }
 
 #[test]

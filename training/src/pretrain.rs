@@ -379,12 +379,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         trainer.cfg.validate()?;
     }
     if let Some(p) = args.precision {
-        trainer.cfg.optim.precision = p;
-        trainer.jepa.set_compute_dtype(p.dtype())?;
+        trainer.set_precision(p)?;
     }
-    if trainer.cfg.optim.precision == Precision::Bf16 && matches!(dev, Device::Cpu) {
+    if trainer.cpu_bf16_products() {
+        say!("bf16 products on this CPU's AVX-512 BF16 (sums, norms, softmax, optimiser in f32)");
+    } else if trainer.cfg.optim.precision == Precision::Bf16 && matches!(dev, Device::Cpu) {
         say!(
-            "note: bf16 mixed precision on the CPU is slower than f32 (candle's CPU bf16 matmul); it is meant for GPUs"
+            "note: this CPU lacks AVX-512 BF16: bf16 runs through candle's CPU bf16 ops, slower than f32"
         );
     }
     if let Some(group) = group {

@@ -9,10 +9,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use audio_jepa::model::checkpoint::{load_tensors, save_encoder, save_tensors};
+use audio_jepa::model::fused;
 use audio_jepa::model::ModelError;
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::{ExportEncoder, TrainConfig};
+use crate::config::{ExportEncoder, Precision, TrainConfig};
 use crate::distributed::{average_gradients, broadcast_vars, Collective, DistError, SingleProcess};
 use crate::jepa::{Jepa, MaskTensors};
 use crate::loader::Batch;
@@ -70,6 +71,9 @@ pub struct Trainer {
     loss_ema: Option<f64>,
     /// The data-parallel group this rank trains in ([`SingleProcess`] by default).
     collective: Box<dyn Collective>,
+    /// `precision = "bf16"` on a CPU with AVX-512 BF16: f32 tensors, the fused linear layers'
+    /// products in bf16 (see [`Trainer::set_precision`]).
+    cpu_bf16: bool,
 }
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -91,7 +95,6 @@ impl Trainer {
             cfg.run.seed,
             cfg.model.patch_embed_init,
         )?;
-        jepa.set_compute_dtype(cfg.optim.precision.dtype())?;
         let opt = AdamW::new(
             jepa.trainable_vars(),
             AdamWParams {
@@ -100,7 +103,8 @@ impl Trainer {
                 eps: cfg.optim.eps,
             },
         )?;
-        Ok(Self {
+        let precision = cfg.optim.precision;
+        let mut t = Self {
             cfg,
             jepa,
             opt,
@@ -108,7 +112,32 @@ impl Trainer {
             elapsed_s: 0.0,
             loss_ema: None,
             collective: Box::new(SingleProcess),
-        })
+            cpu_bf16: false,
+        };
+        t.set_precision(precision)?;
+        Ok(t)
+    }
+
+    /// Sets `[optim] precision` and how this trainer's device runs it. f32: everything f32.
+    /// bf16 on a GPU: the networks cast to bf16 each step (candle's bf16 matmuls, I-JEPA's
+    /// autocast). bf16 on a CPU with AVX-512 BF16: tensors stay f32 and the fused linear layers
+    /// multiply bf16 operands with f32 sums (`engine::gemm_bf16`, twice the multiply-adds per
+    /// instruction), the same arithmetic as autocast's matmuls without candle's slow CPU bf16
+    /// ops; on other CPUs, candle's bf16 path as on a GPU (slower than f32: say so).
+    pub fn set_precision(&mut self, p: Precision) -> Result<(), TrainError> {
+        self.cfg.optim.precision = p;
+        self.cpu_bf16 = p == Precision::Bf16
+            && matches!(self.jepa.device, Device::Cpu)
+            && fused::enabled()
+            && fused::bf16_available();
+        let dtype = if self.cpu_bf16 { DType::F32 } else { p.dtype() };
+        self.jepa.set_compute_dtype(dtype)?;
+        Ok(())
+    }
+
+    /// Whether the steps run bf16 products on the CPU's AVX-512 BF16 ([`Trainer::set_precision`]).
+    pub fn cpu_bf16_products(&self) -> bool {
+        self.cpu_bf16
     }
 
     /// Trains as one rank of `c`'s group: rank 0's weights (context, predictor, EMA target) are
@@ -172,10 +201,13 @@ impl Trainer {
             .map(|m| MaskTensors::new(m, &dev))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let obj = Objective::from_config(&self.cfg.objective, self.cfg.optim.loss);
-        let loss = self
-            .jepa
-            .objective_loss(&patches, student.as_ref(), &views, &obj)?;
-        let mut grads = loss.backward()?;
+        let (loss, mut grads) = fused::with_bf16_products(self.cpu_bf16, || {
+            let loss = self
+                .jepa
+                .objective_loss(&patches, student.as_ref(), &views, &obj)?;
+            let grads = loss.backward()?;
+            Ok::<_, TrainError>((loss, grads))
+        })?;
         // Data-parallel ranks average their gradients (and their losses, in the same
         // all-reduce) before anything reads them, so every rank takes the same decisions below.
         let loss = if self.collective.world_size() > 1 {
