@@ -88,7 +88,7 @@ pub const CONFIG: &str = "config.toml";
 impl Trainer {
     pub fn new(cfg: TrainConfig, device: &Device) -> Result<Self, TrainError> {
         let enc = cfg.model.encoder_config()?;
-        let mut jepa = Jepa::new(
+        let jepa = Jepa::new(
             &enc,
             &cfg.predictor,
             device,

@@ -162,6 +162,80 @@ fn bf16_mixed_precision_matches_f32_and_learns() {
     );
 }
 
+/// `precision = "bf16"` on a CPU with AVX-512 BF16: f32 tensors with the fused linear layers'
+/// products in bf16 (`engine::gemm_bf16`). Its gradients point where f32's do, and a run tracks
+/// the f32 run of the same seed step by step (rounding, not a different function).
+#[test]
+fn cpu_bf16_products_track_the_f32_run() {
+    let steps = 40;
+    let cfg = tiny_config(steps);
+    let mut bf16_cfg = cfg.clone();
+    bf16_cfg.optim.precision = Precision::Bf16;
+    let bf16 = Trainer::new(bf16_cfg.clone(), &Device::Cpu).unwrap();
+    if !bf16.cpu_bf16_products() {
+        assert!(!audio_jepa::model::fused::bf16_available());
+        eprintln!("skipped: this CPU lacks AVX-512 BF16 (bf16 runs candle's bf16 path instead)");
+        return;
+    }
+    assert_eq!(bf16.jepa.compute_dtype(), DType::F32, "tensors stay f32");
+
+    // One step's gradients, both ways, from the same weights and batch.
+    let clips = Corpus::new(synthetic_clips(16), &cfg);
+    let batch = make_batch(&clips, &cfg, 0);
+    let patches = Tensor::from_slice(
+        &batch.patches,
+        (batch.batch, batch.n_patches, 256),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let masks = MaskTensors::new(&batch.masks, &Device::Cpu).unwrap();
+    let flat = |on: bool| {
+        audio_jepa::model::fused::with_bf16_products(on, || {
+            let loss = bf16.jepa.loss(&patches, &masks, LossKind::Mse).unwrap();
+            let grads = loss.backward().unwrap();
+            let mut all = Vec::new();
+            for (_, var) in bf16.jepa.trainable_vars() {
+                let g = grads.get(var.as_tensor()).unwrap();
+                all.extend(g.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            }
+            (loss.to_scalar::<f32>().unwrap(), all)
+        })
+    };
+    let ((l32, g32), (l16, g16)) = (flat(false), flat(true));
+    let dot: f64 = g32.iter().zip(&g16).map(|(a, b)| (a * b) as f64).sum();
+    let norm = |g: &[f32]| g.iter().map(|a| (a * a) as f64).sum::<f64>().sqrt();
+    let cosine = dot / (norm(&g32) * norm(&g16));
+    eprintln!(
+        "step 0: loss f32 {l32} bf16 {l16}; gradient cosine 1 - {:.2e}",
+        1.0 - cosine
+    );
+    assert!(l16 != l32, "bf16 products made no difference");
+    assert!(((l16 - l32) / l32).abs() < 1e-2, "loss {l16} vs {l32}");
+    assert!(cosine > 0.999, "gradient cosine {cosine}");
+
+    let run = |cfg: &TrainConfig| -> Vec<f64> {
+        let mut t = Trainer::new(cfg.clone(), &Device::Cpu).unwrap();
+        (0..steps)
+            .map(|s| t.train_step(&make_batch(&clips, cfg, s)).unwrap().loss)
+            .collect()
+    };
+    let (a, b) = (run(&cfg), run(&bf16_cfg));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| ((x - y) / x).abs())
+        .fold(0f64, f64::max);
+    eprintln!(
+        "{steps} steps: loss f32 {:.4} -> {:.4}, bf16 {:.4} -> {:.4}; worst step {worst:.2e}",
+        a[0],
+        a[steps as usize - 1],
+        b[0],
+        b[steps as usize - 1]
+    );
+    assert!(worst < 0.05, "bf16 left the f32 curve by {worst}");
+    assert!(b[steps as usize - 1] < 0.9 * b[0], "bf16 loss did not fall");
+}
+
 #[test]
 fn a_tiny_model_learns_without_collapse() {
     let steps = 300;
