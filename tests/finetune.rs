@@ -128,6 +128,28 @@ fn probe_finetune_and_enroll_on_a_tiny_labeled_set() {
     assert!(acc >= 75.0, "fine-tuned test accuracy {acc} %\n{out}");
     assert!(root.join("full/encoder.safetensors").is_file());
 
+    // (c) The same in bf16 products (AVX-512 BF16 CPUs; f32, with a note, elsewhere).
+    let mut c = b.clone();
+    c.extend([os("--precision"), os("bf16")]);
+    for arg in c.iter_mut() {
+        if *arg == root.join("full").into_os_string() {
+            *arg = root.join("full-bf16").into();
+        }
+    }
+    let out = ajepa(&c);
+    let acc = accuracy(&out, "test");
+    assert!(acc >= 75.0, "bf16 fine-tuned test accuracy {acc} %\n{out}");
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("full-bf16/finetune.json")).unwrap(),
+    )
+    .unwrap();
+    let bf16 = audio_jepa::model::fused::bf16_available();
+    assert_eq!(
+        summary["finetune"]["products"],
+        if bf16 { "bf16" } else { "f32" },
+        "{out}"
+    );
+
     // Enroll a whistle from three clips; a held-out whistle is then tagged as such by `listen`.
     let mut shots = Vec::new();
     for k in 0..4u32 {

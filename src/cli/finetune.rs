@@ -53,6 +53,10 @@ pub struct Args {
     /// Full fine-tuning: peak learning rate of the encoder
     #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
+    /// Full fine-tuning: `bf16` multiplies in bf16 with f32 sums on a CPU with AVX-512 BF16
+    /// (AMD Zen 4+, Intel Sapphire Rapids+; about 1.5x faster epochs), f32 elsewhere
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: FinetunePrecision,
     /// Window in 160 ms patch columns; must match `listen` (its profile's `window_columns`)
     #[arg(long, default_value_t = 6)]
     pub window_columns: usize,
@@ -216,6 +220,13 @@ pub fn clip_scores(
         );
     }
     Ok(scores(&set.labels, &pred, head.classes()))
+}
+
+/// `finetune --full --precision`: how the fine-tuning steps multiply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FinetunePrecision {
+    F32,
+    Bf16,
 }
 
 /// Which heads `finetune --classifier` may choose from.
@@ -481,10 +492,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             patience: args.patience,
             lr: args.lr,
             seed: args.seed,
+            bf16_products: args.precision == FinetunePrecision::Bf16
+                && audio_jepa::model::fused::bf16_available(),
             ..FinetuneConfig::default()
         };
+        if args.precision == FinetunePrecision::Bf16 && !ft.bf16_products {
+            note!("--precision bf16: this CPU lacks AVX-512 BF16, so fine-tuning runs in f32");
+        }
         summary["finetune"] = serde_json::json!({"max_epochs": ft.max_epochs, "patience": ft.patience,
-            "lr": ft.lr, "batch_size": ft.batch_size, "weight_decay": ft.weight_decay, "key_drop": ft.key_drop, "seed": ft.seed});
+            "lr": ft.lr, "batch_size": ft.batch_size, "weight_decay": ft.weight_decay, "key_drop": ft.key_drop, "seed": ft.seed,
+            "products": if ft.bf16_products { "bf16" } else { "f32" }});
         let out = finetune(&tensors, enc.config(), &probe, &train, &val, &ft, |e| {
             // Epoch 0 is the probe before any fine-tuning: it has no training loss.
             let train_loss = if e.epoch == 0 {

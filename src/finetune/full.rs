@@ -34,6 +34,10 @@ pub struct FinetuneConfig {
     /// Fraction of tokens per layer that may not be attended to (regularized masking).
     pub key_drop: f64,
     pub seed: u64,
+    /// The encoder's and head's products in bf16 with f32 sums (`model::fused`'s
+    /// `with_bf16_products`) on a CPU with AVX-512 BF16, about 1.5x faster steps; f32 where
+    /// the CPU lacks it. Validation stays f32.
+    pub bf16_products: bool,
 }
 
 impl Default for FinetuneConfig {
@@ -46,6 +50,7 @@ impl Default for FinetuneConfig {
             weight_decay: 0.05,
             key_drop: 0.1,
             seed: 0,
+            bf16_products: false,
         }
     }
 }
@@ -263,16 +268,19 @@ pub fn finetune(
             } else {
                 None
             };
-            let pooled = pool.pool_tensor(
-                &enc.forward_with_bias(&x, None, biases.as_deref())?,
-                cfg.n_freq(),
-            )?;
-            let logits = pooled
-                .matmul(&hw.as_tensor().t()?)?
-                .broadcast_add(hb.as_tensor())?;
-            let target = Tensor::from_vec(y, n, &dev)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &target)?;
-            let grads = loss.backward()?;
+            let (loss, grads) = crate::model::fused::with_bf16_products(ft.bf16_products, || {
+                let pooled = pool.pool_tensor(
+                    &enc.forward_with_bias(&x, None, biases.as_deref())?,
+                    cfg.n_freq(),
+                )?;
+                let logits = pooled
+                    .matmul(&hw.as_tensor().t()?)?
+                    .broadcast_add(hb.as_tensor())?;
+                let target = Tensor::from_vec(y, n, &dev)?;
+                let loss = candle_nn::loss::cross_entropy(&logits, &target)?;
+                let grads = loss.backward()?;
+                candle_core::Result::Ok((loss, grads))
+            })?;
             opt_enc.step(&grads)?;
             opt_head.step(&grads)?;
             loss_sum += loss.to_scalar::<f32>()? as f64 * n as f64;

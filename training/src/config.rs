@@ -142,11 +142,14 @@ pub struct OptimSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
-    /// Everything in f32 (the CPU default: candle's CPU bf16 matmul is slower than f32).
+    /// Everything in f32 (the default).
     #[default]
     F32,
-    /// Mixed precision on a GPU: bf16 matmuls (tensor cores) from bf16 casts of f32 master
-    /// weights, reductions in f32 (I-JEPA's `use_bfloat16`).
+    /// Mixed precision: bf16 matmul operands, f32 sums, f32 master weights (I-JEPA's
+    /// `use_bfloat16`). On a GPU, bf16 casts of the weights each step (tensor cores). On a CPU
+    /// with AVX-512 BF16 (AMD Zen 4 and later, Intel Sapphire Rapids and later), f32 tensors
+    /// with the fused linear layers' products in bf16 (`engine::gemm_bf16`, about 1.5x the
+    /// f32 step); on other CPUs, candle's bf16 ops (slower than f32).
     Bf16,
 }
 
