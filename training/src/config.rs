@@ -149,7 +149,7 @@ pub enum Precision {
     /// `use_bfloat16`). On a GPU, bf16 casts of the weights each step (tensor cores). On a CPU
     /// with AVX-512 BF16 (AMD Zen 4 and later, Intel Sapphire Rapids and later), f32 tensors
     /// with the fused linear layers' products in bf16 (`engine::gemm_bf16`, about 1.5x the
-    /// f32 step); on other CPUs, candle's bf16 ops (slower than f32).
+    /// f32 step); on other CPUs, f32 (candle's CPU bf16 ops would be slower than f32).
     Bf16,
 }
 

@@ -52,7 +52,8 @@ pub struct Args {
     #[arg(long)]
     steps: Option<u64>,
     /// Override [optim] precision: f32, or bf16 (mixed precision: bf16 products, f32 sums; on
-    /// GPUs, and on CPUs with AVX-512 BF16, where a step is about 1.5x faster); also on --resume
+    /// GPUs, and on CPUs with AVX-512 BF16, where a step is about 1.5x faster; f32 on other
+    /// CPUs); also on --resume
     #[arg(long, value_parser = parse_precision)]
     precision: Option<Precision>,
     /// A wall-clock horizon: the schedules (learning rate, weight decay, EMA, masks) follow the
@@ -385,9 +386,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if trainer.cpu_bf16_products() {
         say!("bf16 products on this CPU's AVX-512 BF16 (sums, norms, softmax, optimiser in f32)");
     } else if trainer.cfg.optim.precision == Precision::Bf16 && matches!(dev, Device::Cpu) {
-        say!(
-            "note: this CPU lacks AVX-512 BF16: bf16 runs through candle's CPU bf16 ops, slower than f32"
-        );
+        say!("note: precision bf16: this CPU lacks AVX-512 BF16, so the steps run in f32");
     }
     if let Some(group) = group {
         // Every rank now holds rank 0's weights, and averages its gradients with the others.

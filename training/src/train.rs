@@ -123,14 +123,13 @@ impl Trainer {
     /// autocast). bf16 on a CPU with AVX-512 BF16: tensors stay f32 and the fused linear layers
     /// multiply bf16 operands with f32 sums (`engine::gemm_bf16`, twice the multiply-adds per
     /// instruction), the same arithmetic as autocast's matmuls without candle's slow CPU bf16
-    /// ops; on other CPUs, candle's bf16 path as on a GPU (slower than f32: say so).
+    /// ops. bf16 on any other CPU: f32 (candle's CPU bf16 ops are slower than f32, so a config
+    /// that asks for bf16 where it pays costs nothing where it does not; `pretrain` says so).
     pub fn set_precision(&mut self, p: Precision) -> Result<(), TrainError> {
         self.cfg.optim.precision = p;
-        self.cpu_bf16 = p == Precision::Bf16
-            && matches!(self.jepa.device, Device::Cpu)
-            && fused::enabled()
-            && fused::bf16_available();
-        let dtype = if self.cpu_bf16 { DType::F32 } else { p.dtype() };
+        let cpu = matches!(self.jepa.device, Device::Cpu);
+        self.cpu_bf16 = p == Precision::Bf16 && cpu && fused::enabled() && fused::bf16_available();
+        let dtype = if cpu { DType::F32 } else { p.dtype() };
         self.jepa.set_compute_dtype(dtype)?;
         Ok(())
     }
