@@ -241,6 +241,24 @@ impl Packed {
     }
 }
 
+impl Packed {
+    /// [`Packed::gemm_rows`] for bf16 weights, from rows already converted to bf16 pairs
+    /// (`m` rows of `ceil(k / 2)`: [`gemm_bf16::rows_to_bf16`]'s layout).
+    fn gemm_pairs(w: &PackedBf16, pairs: &[u32], m: usize, c: &mut [f32]) {
+        let (n, kp) = (w.n(), w.k().div_ceil(2));
+        debug_assert!(pairs.len() == m * kp && c.len() == m * n);
+        let rows = (m.div_ceil(8).div_ceil(MR) * MR).clamp(MR, 16 * MR);
+        let out = Out::new(c);
+        par_for(m.div_ceil(rows), |i| {
+            let r0 = i * rows;
+            let r = rows.min(m - r0);
+            // SAFETY: chunk `i` owns rows r0..r0 + r.
+            let c = unsafe { out.slice(r0 * n, r * n) };
+            gemm_bf16::gemm(&pairs[r0 * kp..(r0 + r) * kp], r, w, c, false);
+        });
+    }
+}
+
 /// `y = x W^T + b` over the last dimension of `x`.
 struct LinearOp(Products);
 
@@ -349,9 +367,15 @@ impl CustomOp2 for LinearDw {
         let m = g.len() / n.max(1);
         let mut out = zeroed(n * k + n);
         let (dw, db) = out.split_at_mut(n * k);
+        let packed = Packed::from_transposed(self.0, x, m, k);
+        if let Packed::Bf16(w) = &packed {
+            // g^T straight into bf16 pairs (what the bf16 product reads), with db on the way.
+            let pairs = transpose_to_bf16_pairs(g, m, n, db);
+            Packed::gemm_pairs(w, &pairs, n, dw);
+            return Ok((CpuStorage::F32(out), Shape::from(n * k + n)));
+        }
         // g^T and the bias gradient, 16 columns of g per chunk: each read is a 64-byte run of a
         // row of g, each write a run of a row of g^T; db sums in row order (as one thread would).
-        const COLS: usize = 16;
         let mut gt = zeroed(m * n);
         let (tview, bview) = (Out::new(&mut gt), Out::new(db));
         par_for(n.div_ceil(COLS), |c| {
@@ -382,9 +406,71 @@ impl CustomOp2 for LinearDw {
                 }
             }
         });
-        let packed = Packed::from_transposed(self.0, x, m, k);
         packed.gemm_rows(&gt, n, dw);
         Ok((CpuStorage::F32(out), Shape::from(n * k + n)))
+    }
+}
+
+/// Columns of `dw` grads per chunk of the transposition.
+const COLS: usize = 16;
+
+/// `g` (`[m, n]`) transposed into bf16 pairs (`n` rows of `ceil(m / 2)`, the layout
+/// [`gemm_bf16::rows_to_bf16`] gives), and `db += sum_rows(g)` in the f32 path's order (16-row
+/// blocks, each summed in row order), so the bias gradient is the same in both precisions.
+fn transpose_to_bf16_pairs(g: &[f32], m: usize, n: usize, db: &mut [f32]) -> Vec<u32> {
+    let kp = m.div_ceil(2);
+    let mut pairs = vec![0u32; n * kp];
+    let (pview, bview) = (OutU32(pairs.as_mut_ptr(), pairs.len()), Out::new(db));
+    par_for(n.div_ceil(COLS), |c| {
+        let cols = c * COLS..((c + 1) * COLS).min(n);
+        let w = cols.len();
+        // SAFETY: chunk `c` alone owns rows `cols` of the pairs and entries `cols` of db.
+        let (t, b) = unsafe {
+            (
+                pview.slice(cols.start * kp, w * kp),
+                bview.slice(cols.start, w),
+            )
+        };
+        // Blocks of 8 pairs (16 rows of g), which stay in L1 while each column is read.
+        for i0 in (0..kp).step_by(8) {
+            let is = i0..(i0 + 8).min(kp);
+            for j in 0..w {
+                let col = cols.start + j;
+                let mut acc = 0f32;
+                for i in is.clone() {
+                    let lo = g[2 * i * n + col];
+                    acc += lo;
+                    let hi = if 2 * i + 1 < m {
+                        let v = g[(2 * i + 1) * n + col];
+                        acc += v;
+                        v
+                    } else {
+                        0.0
+                    };
+                    t[j * kp + i] =
+                        gemm_bf16::to_bf16(lo) as u32 | (gemm_bf16::to_bf16(hi) as u32) << 16;
+                }
+                b[j] += acc;
+            }
+        }
+    });
+    pairs
+}
+
+/// A raw view of a `u32` buffer whose disjoint parts several threads fill.
+#[derive(Clone, Copy)]
+struct OutU32(*mut u32, usize);
+// SAFETY: every user writes disjoint ranges (stated at each use) while the buffer is alive.
+unsafe impl Send for OutU32 {}
+unsafe impl Sync for OutU32 {}
+
+impl OutU32 {
+    /// # Safety
+    /// `start..start + len` in bounds and touched by no one else meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, start: usize, len: usize) -> &mut [u32] {
+        assert!(start + len <= self.1, "output range");
+        std::slice::from_raw_parts_mut(self.0.add(start), len)
     }
 }
 

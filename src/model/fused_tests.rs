@@ -102,6 +102,8 @@ fn linear_with_bf16_products_matches_candle_within_rounding() {
         let lin = Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()));
         let y_ref = lin.forward(x.as_tensor()).unwrap();
         let g_ref = weighted_sum(&y_ref, seed + 3).backward().unwrap();
+        let y32 = linear_with(x.as_tensor(), &lin, Products::F32(Isa::detect())).unwrap();
+        let g32 = weighted_sum(&y32, seed + 3).backward().unwrap();
         let y = linear_with(x.as_tensor(), &lin, Products::Bf16).unwrap();
         let e = max_rel(&y, &y_ref);
         assert!(
@@ -116,6 +118,14 @@ fn linear_with_bf16_products_matches_candle_within_rounding() {
             // db is a plain f32 sum of the gradient rows: no rounding at all.
             let tol = if name == "b" { 1e-5 } else { 2e-2 };
             assert!(e < tol, "d{name}: {e}");
+            if name == "b" {
+                // Summed in the same order as the f32 products' path: the same bits.
+                assert_eq!(
+                    max_rel(a, g32.get(v).unwrap()),
+                    0.0,
+                    "db differs from f32's"
+                );
+            }
         }
     }
 }
