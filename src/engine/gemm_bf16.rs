@@ -105,6 +105,62 @@ pub fn rows_to_bf16(a: &[f32], m: usize, k: usize, out: &mut Vec<u32>) {
     }
 }
 
+/// Columns `c0..c0 + width` (`width <= 16`) of `a` (`[rows, cols]` row-major) as rows of bf16
+/// pairs, [`rows_to_bf16`]'s layout for `a^T`: `out[j * kp + i]` holds `a[2 i, c0 + j]` and
+/// `a[2 i + 1, c0 + j]`, `kp = ceil(rows / 2)` (a linear layer's `dW = g^T x` reads `g^T` so).
+/// Converts 16 columns of two rows per instruction into a panel (`scratch`), then transposes
+/// the 32-bit pairs.
+pub fn columns_to_bf16_pairs(
+    a: &[f32],
+    rows: usize,
+    cols: usize,
+    c0: usize,
+    width: usize,
+    scratch: &mut Vec<u16>,
+    out: &mut [u32],
+) {
+    assert!(
+        a.len() >= rows * cols && width <= NR && c0 + width <= cols,
+        "bf16 columns"
+    );
+    let kp = rows.div_ceil(2);
+    assert!(out.len() >= width * kp, "bf16 columns: output size");
+    scratch.clear();
+    scratch.resize(kp * NR * 2, 0);
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: detected; sizes asserted above.
+        unsafe { x86::pack_transposed_panel(a, rows, cols, c0, width, scratch) };
+    } else {
+        pack_panel_portable(a, rows, cols, c0, width, scratch);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    pack_panel_portable(a, rows, cols, c0, width, scratch);
+    for (i, pair) in scratch.chunks_exact(NR * 2).enumerate() {
+        for j in 0..width {
+            out[j * kp + i] = pair[2 * j] as u32 | (pair[2 * j + 1] as u32) << 16;
+        }
+    }
+}
+
+/// [`x86::pack_transposed_panel`] in plain Rust.
+fn pack_panel_portable(
+    a: &[f32],
+    k: usize,
+    cols: usize,
+    c0: usize,
+    width: usize,
+    panel: &mut [u16],
+) {
+    for kk in 0..k {
+        let src = &a[kk * cols + c0..kk * cols + c0 + width];
+        let base = kk / 2 * NR * 2 + kk % 2;
+        for (j, &v) in src.iter().enumerate() {
+            panel[base + 2 * j] = to_bf16(v);
+        }
+    }
+}
+
 /// The packed panels, shared by the threads that fill disjoint panels of them.
 #[derive(Clone, Copy)]
 struct SharedPanels(*mut u16);
@@ -194,13 +250,7 @@ impl PackedBf16 {
                 return;
             }
             let _ = fast;
-            for kk in 0..k {
-                let src = &a[kk * cols + p * NR..kk * cols + p * NR + width];
-                let base = kk / 2 * NR * 2 + kk % 2;
-                for (j, &v) in src.iter().enumerate() {
-                    panel[base + 2 * j] = to_bf16(v);
-                }
-            }
+            pack_panel_portable(a, k, cols, p * NR, width, panel);
         });
         Self {
             n,
@@ -541,6 +591,25 @@ mod tests {
                     assert!((acc[i] - 1.0 - got[i]).abs() <= 1e-5, "accumulate");
                 }
             }
+        }
+    }
+
+    /// Column blocks as pair rows equal `rows_to_bf16` of the transpose, at odd sizes.
+    #[test]
+    fn column_pairs_are_the_transposes_rows() {
+        let mut seed = 5;
+        for (rows, cols) in [(1, 1), (7, 19), (33, 40)] {
+            let a = rand_vec(rows * cols, &mut seed);
+            let mut want = Vec::new();
+            rows_to_bf16(&transpose(&a, rows, cols), cols, rows, &mut want);
+            let kp = rows.div_ceil(2);
+            let mut got = vec![0u32; cols * kp];
+            let mut scratch = Vec::new();
+            for c0 in (0..cols).step_by(16) {
+                let width = 16.min(cols - c0);
+                columns_to_bf16_pairs(&a, rows, cols, c0, width, &mut scratch, &mut got[c0 * kp..]);
+            }
+            assert_eq!(got, want, "{rows} x {cols}");
         }
     }
 

@@ -431,26 +431,18 @@ fn transpose_to_bf16_pairs(g: &[f32], m: usize, n: usize, db: &mut [f32]) -> Vec
                 bview.slice(cols.start, w),
             )
         };
-        // Blocks of 8 pairs (16 rows of g), which stay in L1 while each column is read.
-        for i0 in (0..kp).step_by(8) {
-            let is = i0..(i0 + 8).min(kp);
-            for j in 0..w {
-                let col = cols.start + j;
-                let mut acc = 0f32;
-                for i in is.clone() {
-                    let lo = g[2 * i * n + col];
-                    acc += lo;
-                    let hi = if 2 * i + 1 < m {
-                        let v = g[(2 * i + 1) * n + col];
-                        acc += v;
-                        v
-                    } else {
-                        0.0
-                    };
-                    t[j * kp + i] =
-                        gemm_bf16::to_bf16(lo) as u32 | (gemm_bf16::to_bf16(hi) as u32) << 16;
+        let mut scratch = Vec::new();
+        gemm_bf16::columns_to_bf16_pairs(g, m, n, cols.start, w, &mut scratch, t);
+        // Each column summed in row order within 16-row blocks, as the f32 path does.
+        for r0 in (0..m).step_by(16) {
+            let mut acc = [0f32; COLS];
+            for r in r0..(r0 + 16).min(m) {
+                for (a, &v) in acc.iter_mut().zip(&g[r * n + cols.start..r * n + cols.end]) {
+                    *a += v;
                 }
-                b[j] += acc;
+            }
+            for (bj, a) in b.iter_mut().zip(acc) {
+                *bj += a;
             }
         }
     });
