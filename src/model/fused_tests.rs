@@ -3,6 +3,7 @@
 
 use super::*;
 use candle_core::{IndexOp, Var};
+use candle_nn::{Linear, Module};
 
 /// Deterministic values in [-1, 1) (an LCG; no test depends on the RNG crate's stream).
 fn values(n: usize, seed: u64) -> Vec<f32> {
