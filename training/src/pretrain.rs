@@ -386,7 +386,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if trainer.cpu_bf16_products() {
         say!("bf16 products on this CPU's AVX-512 BF16 (sums, norms, softmax, optimiser in f32)");
     } else if trainer.cfg.optim.precision == Precision::Bf16 && matches!(dev, Device::Cpu) {
-        say!("note: precision bf16: this CPU lacks AVX-512 BF16, so the steps run in f32");
+        let why = if audio_jepa::model::fused::bf16_available() {
+            "AJEPA_FUSED=0 turned the fused ops off"
+        } else {
+            "this CPU lacks AVX-512 BF16"
+        };
+        say!("note: precision bf16: {why}, so the steps run in f32");
     }
     if let Some(group) = group {
         // Every rank now holds rank 0's weights, and averages its gradients with the others.
