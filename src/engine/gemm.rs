@@ -15,7 +15,7 @@ pub const NR: usize = 16;
 /// Rows of `A` per micro-tile.
 pub const MR: usize = 6;
 /// Widest tile: two panels.
-const TILE: usize = MR * 2 * NR;
+pub(super) const TILE: usize = MR * 2 * NR;
 
 /// Weights packed for [`gemm`], with their bias.
 #[derive(Debug, Clone)]
@@ -128,22 +128,48 @@ pub unsafe fn gemm_cols(
             let a0 = &a[r0 * k..];
             micro(isa, a0, k, mr, w, p, pw, &mut tile);
             let width = (pw * NR).min(cols.end - p * NR);
-            let bias = &w.bias[p * NR..p * NR + width];
-            for r in 0..mr {
-                let t = &tile[r * 2 * NR..r * 2 * NR + width];
-                let row = out.segment(r0 + r, p * NR, width);
-                if accumulate {
-                    for ((o, &v), &b) in row.iter_mut().zip(t).zip(bias) {
-                        *o += v + b;
-                    }
-                } else {
-                    for ((o, &v), &b) in row.iter_mut().zip(t).zip(bias) {
-                        *o = v + b;
-                    }
-                }
-            }
+            store_tile(
+                &out,
+                &tile,
+                r0,
+                mr,
+                p * NR,
+                &w.bias[p * NR..p * NR + width],
+                accumulate,
+            );
         }
         p += pw;
+    }
+}
+
+/// Rows `0..mr` of a micro-tile (`tile[r * 32 + j]`) plus `bias` into rows `r0..r0 + mr`,
+/// columns `col0..col0 + bias.len()` of `out`, added to what is there with `accumulate`: the
+/// epilogue of the f32 and bf16 products ([`super::gemm_bf16`]).
+///
+/// # Safety
+/// As [`OutMatrix::segment`]: those elements are this caller's alone, and `out`'s matrix is live.
+pub(super) unsafe fn store_tile(
+    out: &OutMatrix,
+    tile: &[f32; TILE],
+    r0: usize,
+    mr: usize,
+    col0: usize,
+    bias: &[f32],
+    accumulate: bool,
+) {
+    let width = bias.len();
+    for r in 0..mr {
+        let t = &tile[r * 2 * NR..r * 2 * NR + width];
+        let row = out.segment(r0 + r, col0, width);
+        if accumulate {
+            for ((o, &v), &b) in row.iter_mut().zip(t).zip(bias) {
+                *o += v + b;
+            }
+        } else {
+            for ((o, &v), &b) in row.iter_mut().zip(t).zip(bias) {
+                *o = v + b;
+            }
+        }
     }
 }
 

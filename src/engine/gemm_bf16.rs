@@ -16,10 +16,8 @@
 //! 16 columns; `A` is converted once per product to rows of bf16 pairs ([`rows_to_bf16`]), each
 //! pair one 32-bit broadcast.
 
-use super::gemm::{MR, NR};
-use super::threads::OutMatrix;
-
-const TILE: usize = MR * 2 * NR;
+use super::gemm::{store_tile, MR, NR, TILE};
+use super::threads::{OutMatrix, RawSlice};
 
 /// Whether this CPU has the bf16 dot-product instruction (and AVX-512 F/BW around it).
 pub fn available() -> bool {
@@ -161,20 +159,6 @@ fn pack_panel_portable(
     }
 }
 
-/// The packed panels, shared by the threads that fill disjoint panels of them.
-#[derive(Clone, Copy)]
-struct SharedPanels(*mut u16);
-// SAFETY: each user writes its own panel (stated at the use) while the buffer is alive.
-unsafe impl Send for SharedPanels {}
-unsafe impl Sync for SharedPanels {}
-
-impl SharedPanels {
-    fn at(self, offset: usize) -> *mut u16 {
-        // SAFETY (of the callers): `offset` lies within the buffer.
-        self.0.wrapping_add(offset)
-    }
-}
-
 /// Weights packed for [`gemm`] as bf16, with their f32 bias.
 #[derive(Debug, Clone)]
 pub struct PackedBf16 {
@@ -236,11 +220,11 @@ impl PackedBf16 {
         let np = n.div_ceil(NR);
         let len = kp * NR * 2;
         let mut panels = vec![0u16; np * len];
-        let base = SharedPanels(panels.as_mut_ptr());
+        let view = RawSlice::new(&mut panels);
         let fast = available();
         run(np, &|p| {
             // SAFETY: panel `p` alone writes `p * len..(p + 1) * len` of `panels`, alive here.
-            let panel = unsafe { std::slice::from_raw_parts_mut(base.at(p * len), len) };
+            let panel = unsafe { view.get_range(p * len, len) };
             let width = NR.min(n - p * NR);
             #[cfg(target_arch = "x86_64")]
             if fast {
@@ -308,20 +292,8 @@ pub fn gemm(a: &[u32], m: usize, w: &PackedBf16, c: &mut [f32], accumulate: bool
             }
             let width = (pw * NR).min(n - p * NR);
             let bias = &w.bias[p * NR..p * NR + width];
-            for r in 0..mr {
-                let t = &tile[r * 2 * NR..r * 2 * NR + width];
-                // SAFETY: `out` covers `c`, which nothing else touches during the call.
-                let row = unsafe { out.segment(r0 + r, p * NR, width) };
-                if accumulate {
-                    for ((o, &v), &b) in row.iter_mut().zip(t).zip(bias) {
-                        *o += v + b;
-                    }
-                } else {
-                    for ((o, &v), &b) in row.iter_mut().zip(t).zip(bias) {
-                        *o = v + b;
-                    }
-                }
-            }
+            // SAFETY: `out` covers `c`, which nothing else touches during the call.
+            unsafe { store_tile(&out, &tile, r0, mr, p * NR, bias, accumulate) };
         }
         p += pw;
     }

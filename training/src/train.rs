@@ -71,9 +71,6 @@ pub struct Trainer {
     loss_ema: Option<f64>,
     /// The data-parallel group this rank trains in ([`SingleProcess`] by default).
     collective: Box<dyn Collective>,
-    /// `precision = "bf16"` on a CPU with AVX-512 BF16: f32 tensors, the fused linear layers'
-    /// products in bf16 (see [`Trainer::set_precision`]).
-    cpu_bf16: bool,
 }
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -112,7 +109,6 @@ impl Trainer {
             elapsed_s: 0.0,
             loss_ema: None,
             collective: Box::new(SingleProcess),
-            cpu_bf16: false,
         };
         t.set_precision(precision)?;
         Ok(t)
@@ -128,7 +124,6 @@ impl Trainer {
     pub fn set_precision(&mut self, p: Precision) -> Result<(), TrainError> {
         self.cfg.optim.precision = p;
         let cpu = matches!(self.jepa.device, Device::Cpu);
-        self.cpu_bf16 = p == Precision::Bf16 && cpu && fused::enabled() && fused::bf16_available();
         let dtype = if cpu { DType::F32 } else { p.dtype() };
         self.jepa.set_compute_dtype(dtype)?;
         Ok(())
@@ -136,7 +131,10 @@ impl Trainer {
 
     /// Whether the steps run bf16 products on the CPU's AVX-512 BF16 ([`Trainer::set_precision`]).
     pub fn cpu_bf16_products(&self) -> bool {
-        self.cpu_bf16
+        self.cfg.optim.precision == Precision::Bf16
+            && matches!(self.jepa.device, Device::Cpu)
+            && fused::enabled()
+            && fused::bf16_available()
     }
 
     /// Trains as one rank of `c`'s group: rank 0's weights (context, predictor, EMA target) are
@@ -200,7 +198,7 @@ impl Trainer {
             .map(|m| MaskTensors::new(m, &dev))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let obj = Objective::from_config(&self.cfg.objective, self.cfg.optim.loss);
-        let (loss, mut grads) = fused::with_bf16_products(self.cpu_bf16, || {
+        let (loss, mut grads) = fused::with_bf16_products(self.cpu_bf16_products(), || {
             let loss = self
                 .jepa
                 .objective_loss(&patches, student.as_ref(), &views, &obj)?;

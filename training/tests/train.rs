@@ -43,20 +43,51 @@ fn ema_update_moves_the_target_toward_the_context() {
     assert!(v.iter().all(|&x| (x - 0.4375).abs() < 1e-7), "{v:?}");
 }
 
-#[test]
-fn gradients_reach_context_and_predictor_but_not_target() {
-    let cfg = tiny_config(10);
-    let enc = cfg.model.encoder_config().unwrap();
-    let jepa = Jepa::new(&enc, &cfg.predictor, &Device::Cpu, 0, PatchInit::Normal).unwrap();
-    let clips = Corpus::new(synthetic_clips(4), &cfg);
-    let batch = make_batch(&clips, &cfg, 0);
+/// Batch 0 of `clips` as the step's patch tensor and masks.
+fn first_batch(clips: &Corpus, cfg: &TrainConfig) -> (Tensor, MaskTensors) {
+    let batch = make_batch(clips, cfg, 0);
     let patches = Tensor::from_slice(
         &batch.patches,
         (batch.batch, batch.n_patches, 256),
         &Device::Cpu,
     )
     .unwrap();
-    let masks = MaskTensors::new(&batch.masks, &Device::Cpu).unwrap();
+    (
+        patches,
+        MaskTensors::new(&batch.masks, &Device::Cpu).unwrap(),
+    )
+}
+
+/// The loss and every trainable gradient, flattened in `trainable_vars` order; both f32 (the
+/// masters' dtype) whatever the compute precision.
+fn loss_and_grads(jepa: &Jepa, patches: &Tensor, masks: &MaskTensors) -> (f32, Vec<f32>) {
+    let loss = jepa.loss(patches, masks, LossKind::Mse).unwrap();
+    assert_eq!(loss.dtype(), DType::F32);
+    let grads = loss.backward().unwrap();
+    let mut all = Vec::new();
+    for (name, var) in jepa.trainable_vars() {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        assert_eq!(g.dtype(), DType::F32, "{name}");
+        all.extend(g.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    }
+    (loss.to_scalar::<f32>().unwrap(), all)
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| (x * y) as f64).sum();
+    let norm = |g: &[f32]| g.iter().map(|x| (x * x) as f64).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+#[test]
+fn gradients_reach_context_and_predictor_but_not_target() {
+    let cfg = tiny_config(10);
+    let enc = cfg.model.encoder_config().unwrap();
+    let jepa = Jepa::new(&enc, &cfg.predictor, &Device::Cpu, 0, PatchInit::Normal).unwrap();
+    let clips = Corpus::new(synthetic_clips(4), &cfg);
+    let (patches, masks) = first_batch(&clips, &cfg);
     let loss = jepa.loss(&patches, &masks, LossKind::Mse).unwrap();
     let grads = loss.backward().unwrap();
     for (name, var) in jepa.trainable_vars() {
@@ -97,36 +128,12 @@ fn bf16_mixed_precision_matches_f32_and_learns() {
     let enc = cfg.model.encoder_config().unwrap();
     let mut jepa = Jepa::new(&enc, &cfg.predictor, &Device::Cpu, 0, PatchInit::Xavier).unwrap();
     let clips = Corpus::new(synthetic_clips(4), &cfg);
-    let batch = make_batch(&clips, &cfg, 0);
-    let patches = Tensor::from_slice(
-        &batch.patches,
-        (batch.batch, batch.n_patches, 256),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let masks = MaskTensors::new(&batch.masks, &Device::Cpu).unwrap();
-    let flat_grads = |jepa: &Jepa| {
-        let loss = jepa.loss(&patches, &masks, LossKind::Mse).unwrap();
-        assert_eq!(loss.dtype(), DType::F32);
-        let grads = loss.backward().unwrap();
-        let mut all = Vec::new();
-        for (name, var) in jepa.trainable_vars() {
-            let g = grads
-                .get(var.as_tensor())
-                .unwrap_or_else(|| panic!("no gradient for {name}"));
-            assert_eq!(g.dtype(), DType::F32, "{name}");
-            all.extend(g.flatten_all().unwrap().to_vec1::<f32>().unwrap());
-        }
-        (loss.to_scalar::<f32>().unwrap(), all)
-    };
-    let (l32, g32) = flat_grads(&jepa);
+    let (patches, masks) = first_batch(&clips, &cfg);
+    let (l32, g32) = loss_and_grads(&jepa, &patches, &masks);
     jepa.set_compute_dtype(DType::BF16).unwrap();
-    let (l16, g16) = flat_grads(&jepa);
+    let (l16, g16) = loss_and_grads(&jepa, &patches, &masks);
     let rel = ((l16 - l32) / l32).abs();
-    let dot: f64 = g32.iter().zip(&g16).map(|(a, b)| (a * b) as f64).sum();
-    let n32: f64 = g32.iter().map(|a| (a * a) as f64).sum::<f64>().sqrt();
-    let n16: f64 = g16.iter().map(|a| (a * a) as f64).sum::<f64>().sqrt();
-    let cosine = dot / (n32 * n16);
+    let cosine = cosine(&g32, &g16);
     eprintln!(
         "loss f32 {l32:.6} bf16 {l16:.6} (rel {rel:.2e}); gradient cosine 1 - {:.2e}",
         1.0 - cosine
@@ -186,30 +193,14 @@ fn cpu_bf16_products_track_the_f32_run() {
 
     // One step's gradients, both ways, from the same weights and batch.
     let clips = Corpus::new(synthetic_clips(16), &cfg);
-    let batch = make_batch(&clips, &cfg, 0);
-    let patches = Tensor::from_slice(
-        &batch.patches,
-        (batch.batch, batch.n_patches, 256),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let masks = MaskTensors::new(&batch.masks, &Device::Cpu).unwrap();
+    let (patches, masks) = first_batch(&clips, &cfg);
     let flat = |on: bool| {
         audio_jepa::model::fused::with_bf16_products(on, || {
-            let loss = bf16.jepa.loss(&patches, &masks, LossKind::Mse).unwrap();
-            let grads = loss.backward().unwrap();
-            let mut all = Vec::new();
-            for (_, var) in bf16.jepa.trainable_vars() {
-                let g = grads.get(var.as_tensor()).unwrap();
-                all.extend(g.flatten_all().unwrap().to_vec1::<f32>().unwrap());
-            }
-            (loss.to_scalar::<f32>().unwrap(), all)
+            loss_and_grads(&bf16.jepa, &patches, &masks)
         })
     };
     let ((l32, g32), (l16, g16)) = (flat(false), flat(true));
-    let dot: f64 = g32.iter().zip(&g16).map(|(a, b)| (a * b) as f64).sum();
-    let norm = |g: &[f32]| g.iter().map(|a| (a * a) as f64).sum::<f64>().sqrt();
-    let cosine = dot / (norm(&g32) * norm(&g16));
+    let cosine = cosine(&g32, &g16);
     eprintln!(
         "step 0: loss f32 {l32} bf16 {l16}; gradient cosine 1 - {:.2e}",
         1.0 - cosine

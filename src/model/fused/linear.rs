@@ -3,14 +3,13 @@
 //! asks for it on a CPU with AVX-512 BF16, on its bf16 GEMM (`engine::gemm_bf16`: bf16
 //! operands, f32 sums; the arithmetic of I-JEPA's bf16 autocast).
 
-use std::sync::OnceLock;
-
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use candle_nn::{Linear, Module};
 
 use super::{par_for, usable, zeroed, Out};
 use crate::engine::gemm::{gemm, PackedF32, MR};
 use crate::engine::gemm_bf16::{self, PackedBf16};
+use crate::engine::threads::RawSlice;
 use crate::engine::Isa;
 use crate::model::ops::f32_slice;
 
@@ -45,8 +44,7 @@ pub fn with_bf16_products<R>(on: bool, f: impl FnOnce() -> R) -> R {
 
 /// Whether this CPU runs bf16 products natively (AVX-512 BF16).
 pub fn bf16_available() -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(gemm_bf16::available)
+    gemm_bf16::available()
 }
 
 /// Whether fused linear layers built on this thread now use bf16 products.
@@ -307,14 +305,14 @@ const COLS: usize = 16;
 fn transpose_to_bf16_pairs(g: &[f32], m: usize, n: usize, db: &mut [f32]) -> Vec<u32> {
     let kp = m.div_ceil(2);
     let mut pairs = vec![0u32; n * kp];
-    let (pview, bview) = (OutU32(pairs.as_mut_ptr(), pairs.len()), Out::new(db));
+    let (pview, bview) = (RawSlice::new(&mut pairs), Out::new(db));
     par_for(n.div_ceil(COLS), |c| {
         let cols = c * COLS..((c + 1) * COLS).min(n);
         let w = cols.len();
         // SAFETY: chunk `c` alone owns rows `cols` of the pairs and entries `cols` of db.
         let (t, b) = unsafe {
             (
-                pview.slice(cols.start * kp, w * kp),
+                pview.get_range(cols.start * kp, w * kp),
                 bview.slice(cols.start, w),
             )
         };
@@ -334,23 +332,6 @@ fn transpose_to_bf16_pairs(g: &[f32], m: usize, n: usize, db: &mut [f32]) -> Vec
         }
     });
     pairs
-}
-
-/// A raw view of a `u32` buffer whose disjoint parts several threads fill.
-#[derive(Clone, Copy)]
-struct OutU32(*mut u32, usize);
-// SAFETY: every user writes disjoint ranges (stated at each use) while the buffer is alive.
-unsafe impl Send for OutU32 {}
-unsafe impl Sync for OutU32 {}
-
-impl OutU32 {
-    /// # Safety
-    /// `start..start + len` in bounds and touched by no one else meanwhile.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, start: usize, len: usize) -> &mut [u32] {
-        assert!(start + len <= self.1, "output range");
-        std::slice::from_raw_parts_mut(self.0.add(start), len)
-    }
 }
 
 /// `lin.forward(x)`, through the fused op where it applies.
