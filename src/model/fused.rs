@@ -31,7 +31,9 @@ use crate::engine::math::{erf, exp, simd_fn};
 use crate::engine::Isa;
 use crate::model::ops::f32_slice;
 
+mod block;
 mod linear;
+pub use block::{block, block_enabled, BlockParams};
 pub use linear::{bf16_available, bf16_products, linear, with_bf16_products};
 #[cfg(test)]
 use linear::{linear_with, Products};
@@ -162,7 +164,7 @@ impl CustomOp1 for Gelu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, "gelu")?;
         let mut y = zeroed(x.len());
-        par_chunks(&mut y, CHUNK, |r, y| gelu_fwd(self.0, &x[r], y));
+        gelu_into(self.0, x, &mut y);
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -194,11 +196,19 @@ impl CustomOp2 for GeluBwd {
             candle_core::bail!("gelu backward: {} values, {} grads", x.len(), g.len());
         }
         let mut dx = zeroed(x.len());
-        par_chunks(&mut dx, CHUNK, |r, d| {
-            gelu_bwd(self.0, &x[r.clone()], &g[r], d)
-        });
+        gelu_bwd_into(self.0, x, g, &mut dx);
         Ok((CpuStorage::F32(dx), lx.shape().clone()))
     }
+}
+
+/// `y = gelu(x)` element-wise on the threads.
+fn gelu_into(isa: Isa, x: &[f32], y: &mut [f32]) {
+    par_chunks(y, CHUNK, |r, y| gelu_fwd(isa, &x[r], y));
+}
+
+/// `dx = g gelu'(x)` element-wise on the threads.
+fn gelu_bwd_into(isa: Isa, x: &[f32], g: &[f32], dx: &mut [f32]) {
+    par_chunks(dx, CHUNK, |r, d| gelu_bwd(isa, &x[r.clone()], &g[r], d));
 }
 
 /// Exact-erf GELU (`Tensor::gelu_erf`), fused where it applies.
@@ -234,6 +244,114 @@ impl AttentionOp {
         })
     }
 
+    /// Attention of `qkv` (`[B, N, 3C]`) into `y` (`[B, N, C]`), (batch, head) items on the
+    /// threads.
+    fn forward_into(&self, qkv: &[f32], g: Geom, y: &mut [f32]) {
+        let out = Out::new(y);
+        let (n, c) = (g.n, g.c);
+        par_for(g.b * g.heads, |item| {
+            let (bi, h) = (item / g.heads, item % g.heads);
+            let base = qkv[bi * n * 3 * c..].as_ptr();
+            let mut p = vec![0f32; n * n];
+            // SAFETY: the head's q, k, v lie in this batch's rows; this item alone writes the
+            // head's columns h*dh.. of batch bi's output rows.
+            unsafe {
+                let q = base.add(h * g.dh);
+                let k = base.add(c + h * g.dh);
+                probs(g, q, k, self.scale, self.bias_of(bi, n), &mut p);
+                let o = out.slice(bi * n * c, n * c).as_mut_ptr().add(h * g.dh);
+                mm(
+                    (n, g.dh, n),
+                    o,
+                    (1, c as isize),
+                    p.as_ptr(),
+                    (1, n as isize),
+                    base.add(2 * c + h * g.dh),
+                    (1, 3 * c as isize),
+                    1.0,
+                );
+            }
+        });
+    }
+
+    /// The gradient of `qkv` from the output's `dout` (`[B, N, C]`) into `dqkv`, the
+    /// probabilities recomputed per (batch, head).
+    fn backward_into(&self, qkv: &[f32], dout: &[f32], g: Geom, dqkv: &mut [f32]) {
+        let out = Out::new(dqkv);
+        let (n, c, dh, scale) = (g.n, g.c, g.dh, self.scale);
+        let (rs3, rs) = (3 * c as isize, c as isize);
+        par_for(g.b * g.heads, |item| {
+            let (bi, h) = (item / g.heads, item % g.heads);
+            let base = qkv[bi * n * 3 * c..].as_ptr();
+            let dbase = dout[bi * n * c..].as_ptr().wrapping_add(h * dh);
+            let mut p = vec![0f32; n * n];
+            let mut dp = vec![0f32; n * n];
+            // SAFETY: reads lie in batch bi's rows; this item alone writes the head's q, k and v
+            // columns of batch bi's rows of dqkv.
+            unsafe {
+                let (q, k, v) = (
+                    base.add(h * dh),
+                    base.add(c + h * dh),
+                    base.add(2 * c + h * dh),
+                );
+                probs(g, q, k, scale, self.bias_of(bi, n), &mut p);
+                let d = out.slice(bi * n * 3 * c, n * 3 * c).as_mut_ptr();
+                let (dq, dk, dv) = (d.add(h * dh), d.add(c + h * dh), d.add(2 * c + h * dh));
+                let nn = n as isize;
+                // dV = P^T dO
+                mm(
+                    (n, dh, n),
+                    dv,
+                    (1, rs3),
+                    p.as_ptr(),
+                    (nn, 1),
+                    dbase,
+                    (1, rs),
+                    1.0,
+                );
+                // dP = dO V^T
+                mm(
+                    (n, n, dh),
+                    dp.as_mut_ptr(),
+                    (1, nn),
+                    dbase,
+                    (1, rs),
+                    v,
+                    (rs3, 1),
+                    1.0,
+                );
+                // dS = P (dP - rowsum(dP P))
+                for (pr, dr) in p.chunks_exact(n).zip(dp.chunks_exact_mut(n)) {
+                    let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                    for (d, &pv) in dr.iter_mut().zip(pr) {
+                        *d = pv * (*d - dot);
+                    }
+                }
+                // dQ = s dS K, dK = s dS^T Q
+                mm(
+                    (n, dh, n),
+                    dq,
+                    (1, rs3),
+                    dp.as_ptr(),
+                    (1, nn),
+                    k,
+                    (1, rs3),
+                    scale,
+                );
+                mm(
+                    (n, dh, n),
+                    dk,
+                    (1, rs3),
+                    dp.as_ptr(),
+                    (nn, 1),
+                    q,
+                    (1, rs3),
+                    scale,
+                );
+            }
+        });
+    }
+
     fn check_bias(&self, g: Geom) -> Result<()> {
         if let Some((v, batch)) = &self.bias {
             if (*batch != 1 && *batch != g.b) || v.len() != batch * g.n * g.n {
@@ -262,6 +380,10 @@ struct Geom {
 impl Geom {
     fn new(l: &Layout, heads: usize) -> Result<Self> {
         let (b, n, c3) = l.shape().dims3()?;
+        Self::from_dims(b, n, c3, heads)
+    }
+
+    fn from_dims(b: usize, n: usize, c3: usize, heads: usize) -> Result<Self> {
         if heads == 0 || c3 % (3 * heads) != 0 {
             candle_core::bail!("attention: last dim {c3} is not 3 x {heads} heads");
         }
@@ -353,31 +475,7 @@ impl CustomOp1 for AttentionOp {
         let g = Geom::new(l, self.heads)?;
         self.check_bias(g)?;
         let mut y = zeroed(g.b * g.n * g.c);
-        let out = Out::new(&mut y);
-        let (n, c) = (g.n, g.c);
-        par_for(g.b * g.heads, |item| {
-            let (bi, h) = (item / g.heads, item % g.heads);
-            let base = qkv[bi * n * 3 * c..].as_ptr();
-            let mut p = vec![0f32; n * n];
-            // SAFETY: the head's q, k, v lie in this batch's rows; this item alone writes the
-            // head's columns h*dh.. of batch bi's output rows.
-            unsafe {
-                let q = base.add(h * g.dh);
-                let k = base.add(c + h * g.dh);
-                probs(g, q, k, self.scale, self.bias_of(bi, n), &mut p);
-                let o = out.slice(bi * n * c, n * c).as_mut_ptr().add(h * g.dh);
-                mm(
-                    (n, g.dh, n),
-                    o,
-                    (1, c as isize),
-                    p.as_ptr(),
-                    (1, n as isize),
-                    base.add(2 * c + h * g.dh),
-                    (1, 3 * c as isize),
-                    1.0,
-                );
-            }
-        });
+        self.forward_into(qkv, g, &mut y);
         Ok((CpuStorage::F32(y), Shape::from((g.b, g.n, g.c))))
     }
 
@@ -411,79 +509,7 @@ impl CustomOp2 for AttentionBwd {
             candle_core::bail!("attention backward: grad of {} values", dout.len());
         }
         let mut dqkv = zeroed(qkv.len());
-        let out = Out::new(&mut dqkv);
-        let (n, c, dh, scale) = (g.n, g.c, g.dh, self.0.scale);
-        let (rs3, rs) = (3 * c as isize, c as isize);
-        par_for(g.b * g.heads, |item| {
-            let (bi, h) = (item / g.heads, item % g.heads);
-            let base = qkv[bi * n * 3 * c..].as_ptr();
-            let dbase = dout[bi * n * c..].as_ptr().wrapping_add(h * dh);
-            let mut p = vec![0f32; n * n];
-            let mut dp = vec![0f32; n * n];
-            // SAFETY: reads lie in batch bi's rows; this item alone writes the head's q, k and v
-            // columns of batch bi's rows of dqkv.
-            unsafe {
-                let (q, k, v) = (
-                    base.add(h * dh),
-                    base.add(c + h * dh),
-                    base.add(2 * c + h * dh),
-                );
-                probs(g, q, k, scale, self.0.bias_of(bi, n), &mut p);
-                let d = out.slice(bi * n * 3 * c, n * 3 * c).as_mut_ptr();
-                let (dq, dk, dv) = (d.add(h * dh), d.add(c + h * dh), d.add(2 * c + h * dh));
-                let nn = n as isize;
-                // dV = P^T dO
-                mm(
-                    (n, dh, n),
-                    dv,
-                    (1, rs3),
-                    p.as_ptr(),
-                    (nn, 1),
-                    dbase,
-                    (1, rs),
-                    1.0,
-                );
-                // dP = dO V^T
-                mm(
-                    (n, n, dh),
-                    dp.as_mut_ptr(),
-                    (1, nn),
-                    dbase,
-                    (1, rs),
-                    v,
-                    (rs3, 1),
-                    1.0,
-                );
-                // dS = P (dP - rowsum(dP P))
-                for (pr, dr) in p.chunks_exact(n).zip(dp.chunks_exact_mut(n)) {
-                    let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
-                    for (d, &pv) in dr.iter_mut().zip(pr) {
-                        *d = pv * (*d - dot);
-                    }
-                }
-                // dQ = s dS K, dK = s dS^T Q
-                mm(
-                    (n, dh, n),
-                    dq,
-                    (1, rs3),
-                    dp.as_ptr(),
-                    (1, nn),
-                    k,
-                    (1, rs3),
-                    scale,
-                );
-                mm(
-                    (n, dh, n),
-                    dk,
-                    (1, rs3),
-                    dp.as_ptr(),
-                    (nn, 1),
-                    q,
-                    (1, rs3),
-                    scale,
-                );
-            }
-        });
+        self.0.backward_into(qkv, dout, g, &mut dqkv);
         Ok((CpuStorage::F32(dqkv), l.shape().clone()))
     }
 }
@@ -501,6 +527,15 @@ pub fn attention(
     if !usable(qkv) {
         return Ok(None);
     }
+    let Some(op) = attention_op(heads, scale, bias)? else {
+        return Ok(None);
+    };
+    Ok(Some(qkv.contiguous()?.apply_op1(op)?))
+}
+
+/// The attention op for `heads` and an optional score bias (`None` for a bias of a shape the
+/// fused op does not take).
+fn attention_op(heads: usize, scale: f64, bias: Option<&Tensor>) -> Result<Option<AttentionOp>> {
     let bias = match bias {
         None => None,
         Some(t) => match t.dims() {
@@ -511,12 +546,11 @@ pub fn attention(
             _ => return Ok(None),
         },
     };
-    let op = AttentionOp {
+    Ok(Some(AttentionOp {
         heads,
         scale: scale as f32,
         bias,
-    };
-    Ok(Some(qkv.contiguous()?.apply_op1(op)?))
+    }))
 }
 
 #[cfg(test)]

@@ -287,3 +287,118 @@ fn attention_with_key_dropout_bias_matches_candle() {
     let small = Tensor::zeros((3, 1, 7, 7), DType::F32, &Device::Cpu).unwrap();
     assert!(attention(qkv.as_tensor(), 2, 0.3, Some(&small)).is_err());
 }
+
+/// A block of width 24 (3 heads of 8, MLP 96) with every parameter random (norm scales and
+/// shifts included, so no term of the backward is trivially zero).
+fn random_block(seed: u64) -> (crate::model::vit::Block, Vec<Var>) {
+    let cfg = crate::model::EncoderConfig {
+        n_mels: 16,
+        patch_size: 16,
+        embed_dim: 24,
+        depth: 1,
+        num_heads: 3,
+        mlp_ratio: 4,
+        layer_norm_eps: 1e-6,
+    };
+    let vm = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let block = crate::model::vit::Block::load(&cfg, vb).unwrap();
+    let mut vars = vm.all_vars();
+    vars.sort_by_key(|v| v.elem_count());
+    for (i, v) in vars.iter().enumerate() {
+        let t = Tensor::from_vec(
+            values(v.elem_count(), seed + i as u64),
+            v.shape(),
+            &Device::Cpu,
+        )
+        .unwrap();
+        // Scales near 1 and weights near PyTorch's init range keep activations O(1).
+        let t = if v.dims().len() == 1 {
+            (t * 0.5).unwrap()
+        } else {
+            (t * 0.2).unwrap()
+        };
+        v.set(&t).unwrap();
+    }
+    (block, vars)
+}
+
+/// The whole-block op computes what the per-layer fused ops compute, kernel for kernel, so the
+/// output and every gradient (input, all twelve parameters) are the same bits: with f32
+/// products on every instruction set's default, with bf16 products, with and without
+/// fine-tuning's key-dropout bias, on 2 clips of 7 tokens (odd: partial tiles everywhere).
+#[test]
+fn block_op_is_the_per_layer_path_to_the_bit() {
+    use crate::model::vit::Mode;
+    let (block, vars) = random_block(40);
+    let x = var(&[2, 7, 24], 41);
+    let dropped: Vec<bool> = (0..14).map(|i| i % 4 == 2).collect();
+    let bias = crate::model::vit::key_dropout_bias(&dropped, 2, 7, &Device::Cpu).unwrap();
+    let mut precisions = vec![false];
+    if bf16_available() {
+        precisions.push(true);
+    }
+    for bf16 in precisions {
+        for bias in [None, Some(&bias)] {
+            let what = format!("bf16 {bf16}, bias {}", bias.is_some());
+            let layers = with_bf16_products(bf16, || {
+                block.forward_layers(x.as_tensor(), Mode::Train, bias)
+            })
+            .unwrap();
+            let products = if bf16 {
+                Products::Bf16
+            } else {
+                Products::F32(Isa::detect())
+            };
+            let params = block.fused_params().unwrap();
+            let fused = block::block_with(x.as_tensor(), &params, bias, products)
+                .unwrap()
+                .expect("the block op applies to f32 CPU tensors");
+            assert_eq!(fused.dims(), &[2, 7, 24]);
+            assert_eq!(max_rel(&fused, &layers), 0.0, "{what}: forward");
+            let gl = weighted_sum(&layers, 42).backward().unwrap();
+            let gf = weighted_sum(&fused, 42).backward().unwrap();
+            let dx = gf.get(&x).unwrap();
+            assert!(dx.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+            assert_eq!(max_rel(dx, gl.get(&x).unwrap()), 0.0, "{what}: dx");
+            for (i, v) in vars.iter().enumerate() {
+                let (a, r) = (gf.get(v).unwrap(), gl.get(v).unwrap());
+                assert_eq!(a.dims(), r.dims());
+                assert_eq!(max_rel(a, r), 0.0, "{what}: parameter {i} {:?}", v.dims());
+            }
+        }
+    }
+}
+
+/// The block op's input gradient against central differences, and its forward against
+/// candle's composed inference ops (candle's own layer norm, softmax, matmul and GELU).
+#[test]
+fn block_op_matches_finite_differences_and_candle() {
+    use crate::model::vit::Mode;
+    let (block, _) = random_block(50);
+    let x = var(&[1, 5, 24], 51);
+    let params = block.fused_params().unwrap();
+    let f32_products = Products::F32(Isa::detect());
+    let run = |t: &Tensor| {
+        block::block_with(t, &params, None, f32_products)
+            .unwrap()
+            .unwrap()
+    };
+    let composed = block.forward_layers(x.as_tensor(), Mode::Inference, None).unwrap();
+    let e = max_rel(&run(x.as_tensor()), &composed);
+    assert!(e < 1e-5, "forward against candle's ops: {e}");
+    check_fd(&x, |t| weighted_sum(&run(t), 52), "block");
+}
+
+#[test]
+fn block_op_declines_what_it_does_not_take() {
+    let (block, _) = random_block(60);
+    let params = block.fused_params().unwrap();
+    let p = Products::F32(Isa::detect());
+    // A width the parameters do not have is an error, not a read out of bounds.
+    let wide = Tensor::zeros((1, 3, 25), DType::F32, &Device::Cpu).unwrap();
+    assert!(block::block_with(&wide, &params, None, p).is_err());
+    // Another dtype goes back to the layer-by-layer path.
+    let half = Tensor::zeros((1, 3, 24), DType::BF16, &Device::Cpu).unwrap();
+    assert!(block::block_with(&half, &params, None, p).unwrap().is_none());
+}

@@ -256,16 +256,8 @@ impl CustomOp3 for LayerNorm {
         let x = f32_slice(s1, l1, "layer norm")?;
         let w = f32_slice(s2, l2, "layer norm")?;
         let b = f32_slice(s3, l3, "layer norm")?;
-        let n = w.len().max(1);
         let mut out = zeroed(x.len());
-        par_chunks(&mut out, LN_ROWS * n, |r, o| {
-            normalise_rows(&x[r], n, self.eps, o);
-            for row in o.chunks_exact_mut(n) {
-                for ((v, &wv), &bv) in row.iter_mut().zip(w).zip(b) {
-                    *v = *v * wv + bv;
-                }
-            }
-        });
+        layer_norm_rows(x, w, b, self.eps, &mut out);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -316,47 +308,78 @@ impl CustomOp3 for LayerNormBwd {
         if g.len() != x.len() {
             candle_core::bail!("layer norm bwd: {} values, {} grads", x.len(), g.len());
         }
-        let rows = x.len() / n;
-        let chunks = rows.div_ceil(LN_ROWS);
         let mut out = zeroed(x.len() + 2 * n);
-        // Per-chunk partial sums of dw and db, added in chunk order below.
-        let mut partial = vec![0f32; chunks * 2 * n];
-        let (view, pview) = (Out::new(&mut out), Out::new(&mut partial));
-        par_for(chunks, |c| {
-            let r = c * LN_ROWS..((c + 1) * LN_ROWS).min(rows);
-            let (xs, gs) = (&x[r.start * n..r.end * n], &g[r.start * n..r.end * n]);
-            // SAFETY: chunk `c` owns rows `r` of dx and its own partial sums.
-            let (dx, acc) = unsafe {
-                (
-                    view.slice(r.start * n, r.len() * n),
-                    pview.slice(c * 2 * n, 2 * n),
-                )
-            };
-            let rstds = normalise_rows(xs, n, self.eps, dx);
-            let (dw, db) = acc.split_at_mut(n);
-            let mut gw = vec![0f32; n];
-            for ((dr, gr), &rstd) in dx.chunks_exact_mut(n).zip(gs.chunks_exact(n)).zip(&rstds) {
-                // `dr` holds xhat here; it becomes dx.
-                let (mut m1, mut m2) = (0f32, 0f32);
-                for k in 0..n {
-                    gw[k] = gr[k] * w[k];
-                    m1 += gw[k];
-                    m2 += gw[k] * dr[k];
-                    dw[k] += gr[k] * dr[k];
-                    db[k] += gr[k];
-                }
-                m1 /= n as f32;
-                m2 /= n as f32;
-                for k in 0..n {
-                    dr[k] = rstd * (gw[k] - m1 - dr[k] * m2);
-                }
-            }
-        });
-        let (_, sums) = out.split_at_mut(x.len());
-        for acc in partial.chunks_exact(2 * n) {
-            sums.iter_mut().zip(acc).for_each(|(s, a)| *s += a);
-        }
+        let (dx, sums) = out.split_at_mut(x.len());
+        let (dw, db) = sums.split_at_mut(n);
+        layer_norm_bwd_rows(x, w, g, self.eps, dx, dw, db);
         Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * n)))
+    }
+}
+
+/// `out = layer_norm(x) * w + b` over rows of `w.len()`, on the threads.
+pub(crate) fn layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
+    let n = w.len().max(1);
+    par_chunks(out, LN_ROWS * n, |r, o| {
+        normalise_rows(&x[r], n, eps, o);
+        for row in o.chunks_exact_mut(n) {
+            for ((v, &wv), &bv) in row.iter_mut().zip(w).zip(b) {
+                *v = *v * wv + bv;
+            }
+        }
+    });
+}
+
+/// Layer norm's backward over rows of `w.len()`: writes `dx` (the size of `x`) and adds the
+/// scale and shift gradients into `dw`, `db` (per-chunk partial sums added in chunk order, so
+/// the result does not depend on the thread count).
+pub(crate) fn layer_norm_bwd_rows(
+    x: &[f32],
+    w: &[f32],
+    g: &[f32],
+    eps: f32,
+    dx: &mut [f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    let n = w.len().max(1);
+    let rows = x.len() / n;
+    let chunks = rows.div_ceil(LN_ROWS);
+    let mut partial = vec![0f32; chunks * 2 * n];
+    let (view, pview) = (Out::new(dx), Out::new(&mut partial));
+    par_for(chunks, |c| {
+        let r = c * LN_ROWS..((c + 1) * LN_ROWS).min(rows);
+        let (xs, gs) = (&x[r.start * n..r.end * n], &g[r.start * n..r.end * n]);
+        // SAFETY: chunk `c` owns rows `r` of dx and its own partial sums.
+        let (dx, acc) = unsafe {
+            (
+                view.slice(r.start * n, r.len() * n),
+                pview.slice(c * 2 * n, 2 * n),
+            )
+        };
+        let rstds = normalise_rows(xs, n, eps, dx);
+        let (dw, db) = acc.split_at_mut(n);
+        let mut gw = vec![0f32; n];
+        for ((dr, gr), &rstd) in dx.chunks_exact_mut(n).zip(gs.chunks_exact(n)).zip(&rstds) {
+            // `dr` holds xhat here; it becomes dx.
+            let (mut m1, mut m2) = (0f32, 0f32);
+            for k in 0..n {
+                gw[k] = gr[k] * w[k];
+                m1 += gw[k];
+                m2 += gw[k] * dr[k];
+                dw[k] += gr[k] * dr[k];
+                db[k] += gr[k];
+            }
+            m1 /= n as f32;
+            m2 /= n as f32;
+            for k in 0..n {
+                dr[k] = rstd * (gw[k] - m1 - dr[k] * m2);
+            }
+        }
+    });
+    for acc in partial.chunks_exact(2 * n) {
+        let (pw, pb) = acc.split_at(n);
+        dw.iter_mut().zip(pw).for_each(|(s, a)| *s += a);
+        db.iter_mut().zip(pb).for_each(|(s, a)| *s += a);
     }
 }
 

@@ -145,6 +145,43 @@ impl Block {
     /// `bias`: an additive attention bias broadcastable to `[B, heads, N, N]` (see
     /// [`key_dropout_bias`]).
     pub fn forward(&self, x: &Tensor, mode: Mode, bias: Option<&Tensor>) -> Result<Tensor> {
+        if mode == Mode::Train && fused::usable(x) {
+            if let Some(p) = self.fused_params() {
+                if let Some(y) = fused::block(x, &p, bias)? {
+                    return Ok(y);
+                }
+            }
+        }
+        self.forward_layers(x, mode, bias)
+    }
+
+    /// The block's parameters for [`fused::block`] (every linear layer here has a bias).
+    pub(crate) fn fused_params(&self) -> Option<fused::BlockParams<'_>> {
+        let (a, m) = (&self.attn, &self.mlp);
+        Some(fused::BlockParams {
+            tensors: [
+                &self.norm1.weight,
+                &self.norm1.bias,
+                a.qkv.weight(),
+                a.qkv.bias()?,
+                a.proj.weight(),
+                a.proj.bias()?,
+                &self.norm2.weight,
+                &self.norm2.bias,
+                m.fc1.weight(),
+                m.fc1.bias()?,
+                m.fc2.weight(),
+                m.fc2.bias()?,
+            ],
+            heads: a.num_heads,
+            scale: a.scale,
+            eps: self.norm1.eps,
+        })
+    }
+
+    /// The block layer by layer (the per-layer fused ops in training on the CPU, candle's ops
+    /// elsewhere): what [`Block::forward`] runs where the whole-block op does not apply.
+    pub fn forward_layers(&self, x: &Tensor, mode: Mode, bias: Option<&Tensor>) -> Result<Tensor> {
         let x = (x + self
             .attn
             .forward(&self.norm1.forward(x, mode)?, mode, bias)?)?;

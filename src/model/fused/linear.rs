@@ -60,7 +60,7 @@ pub(super) enum Products {
 }
 
 impl Products {
-    fn current(isa: Isa) -> Self {
+    pub(super) fn current(isa: Isa) -> Self {
         if bf16_products() {
             Products::Bf16
         } else {
@@ -70,14 +70,14 @@ impl Products {
 }
 
 /// Weights packed for one product, in the precision it runs in.
-enum Packed {
+pub(super) enum Packed {
     F32(Isa, PackedF32),
     Bf16(PackedBf16),
 }
 
 impl Packed {
     /// `w` (`[n, k]`) and its bias.
-    fn new(p: Products, w: &[f32], bias: Option<&[f32]>, n: usize, k: usize) -> Self {
+    pub(super) fn new(p: Products, w: &[f32], bias: Option<&[f32]>, n: usize, k: usize) -> Self {
         match p {
             Products::F32(isa) => Packed::F32(isa, PackedF32::new(w, bias, n, k)),
             Products::Bf16 => Packed::Bf16(PackedBf16::new(w, bias, n, k)),
@@ -85,7 +85,7 @@ impl Packed {
     }
 
     /// `W = a^T` for `a` `[rows, cols]`, no bias.
-    fn from_transposed(p: Products, a: &[f32], rows: usize, cols: usize) -> Self {
+    pub(super) fn from_transposed(p: Products, a: &[f32], rows: usize, cols: usize) -> Self {
         match p {
             Products::F32(isa) => Packed::F32(isa, PackedF32::from_transposed(a, rows, cols)),
             Products::Bf16 => {
@@ -97,7 +97,7 @@ impl Packed {
     }
 
     /// `c[m, n] = a[m, k] w^T + bias`, rows split over the threads.
-    fn gemm_rows(&self, a: &[f32], m: usize, c: &mut [f32]) {
+    pub(super) fn gemm_rows(&self, a: &[f32], m: usize, c: &mut [f32]) {
         let (n, k) = match self {
             Packed::F32(_, w) => (w.n(), w.k()),
             Packed::Bf16(w) => (w.n(), w.k()),
@@ -252,48 +252,63 @@ impl CustomOp2 for LinearDw {
         let m = g.len() / n.max(1);
         let mut out = zeroed(n * k + n);
         let (dw, db) = out.split_at_mut(n * k);
-        let packed = Packed::from_transposed(self.0, x, m, k);
-        if let Packed::Bf16(w) = &packed {
-            // g^T straight into bf16 pairs (what the bf16 product reads), with db on the way.
-            let pairs = transpose_to_bf16_pairs(g, m, n, db);
-            Packed::gemm_pairs(w, &pairs, n, dw);
-            return Ok((CpuStorage::F32(out), Shape::from(n * k + n)));
-        }
-        // g^T and the bias gradient, 16 columns of g per chunk: each read is a 64-byte run of a
-        // row of g, each write a run of a row of g^T; db sums in row order (as one thread would).
-        let mut gt = zeroed(m * n);
-        let (tview, bview) = (Out::new(&mut gt), Out::new(db));
-        par_for(n.div_ceil(COLS), |c| {
-            let cols = c * COLS..((c + 1) * COLS).min(n);
-            let w = cols.len();
-            // SAFETY: chunk `c` owns rows `cols` of g^T and entries `cols` of db.
-            let (t, b) = unsafe {
-                (
-                    tview.slice(cols.start * m, w * m),
-                    bview.slice(cols.start, w),
-                )
-            };
-            // 16 x 16 tiles: the 16 source rows stay in L1 while each output row gets a
-            // 64-byte run.
-            for r0 in (0..m).step_by(16) {
-                let rs = r0..(r0 + 16).min(m);
-                for j in 0..w {
-                    let col = cols.start + j;
-                    let mut acc = 0f32;
-                    for (o, r) in t[j * m + rs.start..j * m + rs.end]
-                        .iter_mut()
-                        .zip(rs.clone())
-                    {
-                        *o = g[r * n + col];
-                        acc += *o;
-                    }
-                    b[j] += acc;
-                }
-            }
-        });
-        packed.gemm_rows(&gt, n, dw);
+        weight_grads(self.0, g, x, m, dw, db);
         Ok((CpuStorage::F32(out), Shape::from(n * k + n)))
     }
+}
+
+/// `dw = g^T x` (`[n, k]`) and `db += sum_rows(g)` (zeroed by the caller) for `g` `[m, n]`, `x`
+/// `[m, k]`, in the products' precision.
+pub(super) fn weight_grads(
+    p: Products,
+    g: &[f32],
+    x: &[f32],
+    m: usize,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    let n = db.len();
+    let k = dw.len() / n.max(1);
+    let packed = Packed::from_transposed(p, x, m, k);
+    if let Packed::Bf16(w) = &packed {
+        // g^T straight into bf16 pairs (what the bf16 product reads), with db on the way.
+        let pairs = transpose_to_bf16_pairs(g, m, n, db);
+        Packed::gemm_pairs(w, &pairs, n, dw);
+        return;
+    }
+    // g^T and the bias gradient, 16 columns of g per chunk: each read is a 64-byte run of a
+    // row of g, each write a run of a row of g^T; db sums in row order (as one thread would).
+    let mut gt = zeroed(m * n);
+    let (tview, bview) = (Out::new(&mut gt), Out::new(db));
+    par_for(n.div_ceil(COLS), |c| {
+        let cols = c * COLS..((c + 1) * COLS).min(n);
+        let w = cols.len();
+        // SAFETY: chunk `c` owns rows `cols` of g^T and entries `cols` of db.
+        let (t, b) = unsafe {
+            (
+                tview.slice(cols.start * m, w * m),
+                bview.slice(cols.start, w),
+            )
+        };
+        // 16 x 16 tiles: the 16 source rows stay in L1 while each output row gets a
+        // 64-byte run.
+        for r0 in (0..m).step_by(16) {
+            let rs = r0..(r0 + 16).min(m);
+            for j in 0..w {
+                let col = cols.start + j;
+                let mut acc = 0f32;
+                for (o, r) in t[j * m + rs.start..j * m + rs.end]
+                    .iter_mut()
+                    .zip(rs.clone())
+                {
+                    *o = g[r * n + col];
+                    acc += *o;
+                }
+                b[j] += acc;
+            }
+        }
+    });
+    packed.gemm_rows(&gt, n, dw);
 }
 
 /// Columns of `dw` grads per chunk of the transposition.
