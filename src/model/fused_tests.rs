@@ -359,7 +359,15 @@ fn block_op_is_the_per_layer_path_to_the_bit() {
             let gl = weighted_sum(&layers, 42).backward().unwrap();
             let gf = weighted_sum(&fused, 42).backward().unwrap();
             let dx = gf.get(&x).unwrap();
-            assert!(dx.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+            assert!(
+                dx.abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    > 0.0
+            );
             assert_eq!(max_rel(dx, gl.get(&x).unwrap()), 0.0, "{what}: dx");
             for (i, v) in vars.iter().enumerate() {
                 let (a, r) = (gf.get(v).unwrap(), gl.get(v).unwrap());
@@ -384,7 +392,9 @@ fn block_op_matches_finite_differences_and_candle() {
             .unwrap()
             .unwrap()
     };
-    let composed = block.forward_layers(x.as_tensor(), Mode::Inference, None).unwrap();
+    let composed = block
+        .forward_layers(x.as_tensor(), Mode::Inference, None)
+        .unwrap();
     let e = max_rel(&run(x.as_tensor()), &composed);
     assert!(e < 1e-5, "forward against candle's ops: {e}");
     check_fd(&x, |t| weighted_sum(&run(t), 52), "block");
@@ -400,5 +410,7 @@ fn block_op_declines_what_it_does_not_take() {
     assert!(block::block_with(&wide, &params, None, p).is_err());
     // Another dtype goes back to the layer-by-layer path.
     let half = Tensor::zeros((1, 3, 24), DType::BF16, &Device::Cpu).unwrap();
-    assert!(block::block_with(&half, &params, None, p).unwrap().is_none());
+    assert!(block::block_with(&half, &params, None, p)
+        .unwrap()
+        .is_none());
 }

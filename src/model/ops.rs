@@ -17,6 +17,8 @@
 //! `y = xhat w + b`, `xhat = (x - mean) rstd`: `dx = rstd (gw - mean(gw) - xhat mean(gw xhat))`,
 //! `dw = sum_rows(g xhat)`, `db = sum_rows(g)`.
 
+use crate::engine::math::simd_fn;
+use crate::engine::Isa;
 use crate::model::fused::{par_chunks, par_for, zeroed, Out};
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, D,
@@ -218,17 +220,36 @@ impl CustomOp2 for Attach {
 
 /// Layer norm forward on rows: writes `xhat` and returns per-row `rstd`.
 fn normalise_rows(x: &[f32], n: usize, eps: f32, xhat: &mut [f32]) -> Vec<f32> {
-    let mut rstds = Vec::with_capacity(x.len() / n);
-    for (xr, hr) in x.chunks_exact(n).zip(xhat.chunks_exact_mut(n)) {
-        let mean = xr.iter().sum::<f32>() / n as f32;
-        let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
-        let rstd = 1.0 / (var + eps).sqrt();
-        for (h, &v) in hr.iter_mut().zip(xr) {
-            *h = (v - mean) * rstd;
-        }
-        rstds.push(rstd);
-    }
+    let mut rstds = vec![0f32; x.len() / n.max(1)];
+    normalise_into(Isa::detect(), x, n, eps, xhat, &mut rstds);
     rstds
+}
+
+simd_fn! {
+    /// Means and variances with 16 partial sums (one AVX-512 register; the compiler does not
+    /// reassociate a plain sum, which left this loop scalar: 6 % of a training step).
+    fn normalise_into(x: &[f32], n: usize, eps: f32, xhat: &mut [f32], rstd: &mut [f32]) {
+        #[inline(always)]
+        fn lanes_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+            let mut acc = [0f32; 16];
+            let mut chunks = row.chunks_exact(16);
+            for c in &mut chunks {
+                for (a, &v) in acc.iter_mut().zip(c) {
+                    *a += f(v);
+                }
+            }
+            acc.iter().sum::<f32>() + chunks.remainder().iter().map(|&v| f(v)).sum::<f32>()
+        }
+        for ((xr, hr), r) in x.chunks_exact(n).zip(xhat.chunks_exact_mut(n)).zip(rstd.iter_mut()) {
+            let mean = lanes_sum(xr, |v| v) / n as f32;
+            let var = lanes_sum(xr, |v| (v - mean) * (v - mean)) / n as f32;
+            let s = 1.0 / (var + eps).sqrt();
+            for (h, &v) in hr.iter_mut().zip(xr) {
+                *h = (v - mean) * s;
+            }
+            *r = s;
+        }
+    }
 }
 
 struct LayerNorm {
