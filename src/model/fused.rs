@@ -384,7 +384,7 @@ impl Geom {
     }
 
     fn from_dims(b: usize, n: usize, c3: usize, heads: usize) -> Result<Self> {
-        if heads == 0 || c3 % (3 * heads) != 0 {
+        if heads == 0 || !c3.is_multiple_of(3 * heads) {
             candle_core::bail!("attention: last dim {c3} is not 3 x {heads} heads");
         }
         let c = c3 / 3;
