@@ -379,25 +379,31 @@ fn block_op_is_the_per_layer_path_to_the_bit() {
 }
 
 /// The block op's input gradient against central differences, and its forward against
-/// candle's composed inference ops (candle's own layer norm, softmax, matmul and GELU).
+/// candle's composed inference ops (candle's own layer norm, softmax, matmul and GELU), with the
+/// f32 products of every instruction set this CPU has.
 #[test]
 fn block_op_matches_finite_differences_and_candle() {
     use crate::model::vit::Mode;
     let (block, _) = random_block(50);
     let x = var(&[1, 5, 24], 51);
     let params = block.fused_params().unwrap();
-    let f32_products = Products::F32(Isa::detect());
-    let run = |t: &Tensor| {
-        block::block_with(t, &params, None, f32_products)
-            .unwrap()
-            .unwrap()
-    };
     let composed = block
         .forward_layers(x.as_tensor(), Mode::Inference, None)
         .unwrap();
-    let e = max_rel(&run(x.as_tensor()), &composed);
-    assert!(e < 1e-5, "forward against candle's ops: {e}");
-    check_fd(&x, |t| weighted_sum(&run(t), 52), "block");
+    for isa in Isa::all_supported() {
+        let run = |t: &Tensor| {
+            block::block_with(t, &params, None, Products::F32(isa))
+                .unwrap()
+                .unwrap()
+        };
+        let e = max_rel(&run(x.as_tensor()), &composed);
+        assert!(e < 1e-5, "{isa:?}: forward against candle's ops: {e}");
+        check_fd(
+            &x,
+            |t| weighted_sum(&run(t), 52),
+            &format!("block, {isa:?}"),
+        );
+    }
 }
 
 #[test]
