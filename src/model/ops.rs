@@ -219,9 +219,9 @@ impl CustomOp2 for Attach {
 }
 
 /// Layer norm forward on rows: writes `xhat` and returns per-row `rstd`.
-fn normalise_rows(x: &[f32], n: usize, eps: f32, xhat: &mut [f32]) -> Vec<f32> {
+fn normalise_rows(isa: Isa, x: &[f32], n: usize, eps: f32, xhat: &mut [f32]) -> Vec<f32> {
     let mut rstds = vec![0f32; x.len() / n.max(1)];
-    normalise_into(Isa::detect(), x, n, eps, xhat, &mut rstds);
+    normalise_into(isa, x, n, eps, xhat, &mut rstds);
     rstds
 }
 
@@ -278,7 +278,7 @@ impl CustomOp3 for LayerNorm {
         let w = f32_slice(s2, l2, "layer norm")?;
         let b = f32_slice(s3, l3, "layer norm")?;
         let mut out = zeroed(x.len());
-        layer_norm_rows(x, w, b, self.eps, &mut out);
+        layer_norm_rows(Isa::detect(), x, w, b, self.eps, &mut out);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -332,16 +332,23 @@ impl CustomOp3 for LayerNormBwd {
         let mut out = zeroed(x.len() + 2 * n);
         let (dx, sums) = out.split_at_mut(x.len());
         let (dw, db) = sums.split_at_mut(n);
-        layer_norm_bwd_rows(x, w, g, self.eps, dx, dw, db);
+        layer_norm_bwd_rows(Isa::detect(), x, w, g, self.eps, dx, dw, db);
         Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * n)))
     }
 }
 
-/// `out = layer_norm(x) * w + b` over rows of `w.len()`, on the threads.
-pub(crate) fn layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
+/// `out = layer_norm(x) * w + b` over rows of `w.len()`, on the threads, with `isa`'s kernels.
+pub(crate) fn layer_norm_rows(
+    isa: Isa,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    eps: f32,
+    out: &mut [f32],
+) {
     let n = w.len().max(1);
     par_chunks(out, LN_ROWS * n, |r, o| {
-        normalise_rows(&x[r], n, eps, o);
+        normalise_rows(isa, &x[r], n, eps, o);
         for row in o.chunks_exact_mut(n) {
             for ((v, &wv), &bv) in row.iter_mut().zip(w).zip(b) {
                 *v = *v * wv + bv;
@@ -353,7 +360,9 @@ pub(crate) fn layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &m
 /// Layer norm's backward over rows of `w.len()`: writes `dx` (the size of `x`) and adds the
 /// scale and shift gradients into `dw`, `db` (per-chunk partial sums added in chunk order, so
 /// the result does not depend on the thread count).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn layer_norm_bwd_rows(
+    isa: Isa,
     x: &[f32],
     w: &[f32],
     g: &[f32],
@@ -377,7 +386,7 @@ pub(crate) fn layer_norm_bwd_rows(
                 pview.slice(c * 2 * n, 2 * n),
             )
         };
-        let rstds = normalise_rows(xs, n, eps, dx);
+        let rstds = normalise_rows(isa, xs, n, eps, dx);
         let (dw, db) = acc.split_at_mut(n);
         let mut gw = vec![0f32; n];
         for ((dr, gr), &rstd) in dx.chunks_exact_mut(n).zip(gs.chunks_exact(n)).zip(&rstds) {

@@ -145,7 +145,8 @@ impl Block {
     /// `bias`: an additive attention bias broadcastable to `[B, heads, N, N]` (see
     /// [`key_dropout_bias`]).
     pub fn forward(&self, x: &Tensor, mode: Mode, bias: Option<&Tensor>) -> Result<Tensor> {
-        if mode == Mode::Train && fused::usable(x) {
+        // `fused::block` declines (None) where its op does not apply: off the CPU, not f32.
+        if mode == Mode::Train {
             if let Some(p) = self.fused_params() {
                 if let Some(y) = fused::block(x, &p, bias)? {
                     return Ok(y);

@@ -20,7 +20,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::linear::{weight_grads, Packed, Products};
 use super::{attention_op, gelu_bwd_into, gelu_into, par_chunks, usable, zeroed, AttentionOp};
@@ -58,15 +58,12 @@ fn split<'a>(mut v: &'a [f32], lens: &[usize; 12]) -> [&'a [f32]; 12] {
 }
 
 /// `v` cut into consecutive mutable pieces of `lens`.
-fn split_mut<'a>(v: &'a mut [f32], lens: &[usize; 12]) -> Vec<&'a mut [f32]> {
-    let mut rest = v;
-    let mut out = Vec::with_capacity(12);
-    for &l in lens {
-        let (a, b) = std::mem::take(&mut rest).split_at_mut(l);
-        out.push(a);
-        rest = b;
-    }
-    out
+fn split_mut<'a>(mut v: &'a mut [f32], lens: &[usize; 12]) -> [&'a mut [f32]; 12] {
+    lens.map(|l| {
+        let (a, b) = std::mem::take(&mut v).split_at_mut(l);
+        v = b;
+        a
+    })
 }
 
 /// `out[i] += x[i]` on the threads: a residual connection (candle's `x + f(x)`: the same sum,
@@ -122,7 +119,7 @@ impl BlockOp {
         let [n1w, n1b, qkv_w, qkv_b, proj_w, proj_b, n2w, n2b, fc1_w, fc1_b, fc2_w, fc2_b] =
             split(p, &self.lens());
         let mut h1 = zeroed(m * d);
-        layer_norm_rows(x, n1w, n1b, eps, &mut h1);
+        layer_norm_rows(self.isa, x, n1w, n1b, eps, &mut h1);
         let mut qkv = zeroed(m * 3 * d);
         Packed::new(pr, qkv_w, Some(qkv_b), 3 * d, d).gemm_rows(&h1, m, &mut qkv);
         let mut a = zeroed(m * d);
@@ -131,7 +128,7 @@ impl BlockOp {
         Packed::new(pr, proj_w, Some(proj_b), d, d).gemm_rows(&a, m, &mut x1);
         add_into(x, &mut x1);
         let mut h2 = zeroed(m * d);
-        layer_norm_rows(&x1, n2w, n2b, eps, &mut h2);
+        layer_norm_rows(self.isa, &x1, n2w, n2b, eps, &mut h2);
         let mut u = zeroed(m * hd);
         Packed::new(pr, fc1_w, Some(fc1_b), hd, d).gemm_rows(&h2, m, &mut u);
         let mut gl = zeroed(m * hd);
@@ -167,11 +164,8 @@ impl BlockOp {
         let lens = self.lens();
         let [n1w, _, qkv_w, _, proj_w, _, n2w, _, fc1_w, _, fc2_w, _] = split(p, &lens);
         let (dx, dp) = out.split_at_mut(m * d);
-        let mut g = split_mut(dp, &lens).into_iter();
-        let mut next = || g.next().expect("twelve parameter gradients");
-        let (dn1w, dn1b, dqkv_w, dqkv_b) = (next(), next(), next(), next());
-        let (dproj_w, dproj_b, dn2w, dn2b) = (next(), next(), next(), next());
-        let (dfc1_w, dfc1_b, dfc2_w, dfc2_b) = (next(), next(), next(), next());
+        let [dn1w, dn1b, dqkv_w, dqkv_b, dproj_w, dproj_b, dn2w, dn2b, dfc1_w, dfc1_b, dfc2_w, dfc2_b] =
+            split_mut(dp, &lens);
         // y = x1 + gelu(u) W2^T + b2
         weight_grads(pr, dy, &s.gl, m, dfc2_w, dfc2_b);
         let mut dgl = zeroed(m * hd);
@@ -185,7 +179,7 @@ impl BlockOp {
         Packed::from_transposed(pr, fc1_w, hd, d).gemm_rows(&du, m, &mut dh2);
         drop(du);
         let mut dx1 = zeroed(m * d);
-        layer_norm_bwd_rows(&s.x1, n2w, &dh2, eps, &mut dx1, dn2w, dn2b);
+        layer_norm_bwd_rows(self.isa, &s.x1, n2w, &dh2, eps, &mut dx1, dn2w, dn2b);
         add_into(dy, &mut dx1);
         // x1 = x + a Wp^T + bp
         weight_grads(pr, &dx1, &s.a, m, dproj_w, dproj_b);
@@ -197,7 +191,7 @@ impl BlockOp {
         weight_grads(pr, &dqkv, &s.h1, m, dqkv_w, dqkv_b);
         let mut dh1 = da;
         Packed::from_transposed(pr, qkv_w, 3 * d, d).gemm_rows(&dqkv, m, &mut dh1);
-        layer_norm_bwd_rows(x, n1w, &dh1, eps, dx, dn1w, dn1b);
+        layer_norm_bwd_rows(self.isa, x, n1w, &dh1, eps, dx, dn1w, dn1b);
         add_into(&dx1, dx);
     }
 }
@@ -233,7 +227,10 @@ impl CustomOp2 for BlockOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // Always filled: candle runs an op's backward only after its forward.
+        let Some(saved) = self.saved.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            candle_core::bail!("block backward before its forward pass");
+        };
         let x = x.contiguous()?;
         let op = BlockBwd {
             op: self.clone(),
@@ -250,7 +247,7 @@ impl CustomOp2 for BlockOp {
 /// `[dx, d params]` of a block, flat.
 struct BlockBwd {
     op: BlockOp,
-    saved: Option<Arc<Saved>>,
+    saved: Arc<Saved>,
 }
 
 impl CustomOp3 for BlockBwd {
@@ -274,18 +271,8 @@ impl CustomOp3 for BlockBwd {
         if dy.len() != x.len() {
             candle_core::bail!("block backward: {} values, {} grads", x.len(), dy.len());
         }
-        // The forward pass's buffers, or (never on the training path: the forward op always
-        // fills them) the forward pass again.
-        let recomputed;
-        let s = match &self.saved {
-            Some(s) => s.as_ref(),
-            None => {
-                recomputed = self.op.forward(x, p, m, geom).1;
-                &recomputed
-            }
-        };
         let mut out = zeroed(x.len() + p.len());
-        self.op.backward(x, p, s, dy, m, geom, &mut out);
+        self.op.backward(x, p, &self.saved, dy, m, geom, &mut out);
         Ok((CpuStorage::F32(out), Shape::from(x.len() + p.len())))
     }
 }
@@ -311,12 +298,7 @@ pub(super) fn block_with(
     bias: Option<&Tensor>,
     products: Products,
 ) -> Result<Option<Tensor>> {
-    if !usable(x)
-        || !block_enabled()
-        || p.tensors
-            .iter()
-            .any(|t| t.dtype() != DType::F32 || !usable(t))
-    {
+    if !usable(x) || !block_enabled() || !p.tensors.iter().all(|t| usable(t)) {
         return Ok(None);
     }
     let d = p.tensors[0].elem_count();
