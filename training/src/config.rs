@@ -231,6 +231,14 @@ pub struct SourceSpec {
     /// For a CSV: only rows where this column equals the value, `"esc10=True"`.
     #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
     pub where_: Option<String>,
+    /// For a folder: only these immediate subfolders (a name, or a prefix and `*`), e.g. the
+    /// packages of the free-audio corpus. Each must exist, so a config pins what it trains on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// For a folder: never these immediate subfolders (a name, or a prefix and `*`); each must
+    /// exist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
 }
 
 fn one() -> f64 {
@@ -482,6 +490,20 @@ impl TrainConfig {
                     ),
                 );
             }
+            if let Some(p) = src.include.iter().chain(&src.exclude).find(|p| {
+                p.is_empty()
+                    || p.contains(['/', '\\'])
+                    || p.find('*').is_some_and(|i| i + 1 != p.len())
+            }) {
+                return invalid(
+                    "data.sources.include/exclude",
+                    format!(
+                        "source {} ({}): `{p}` must be a subfolder's name, or a prefix then `*`",
+                        i + 1,
+                        src.path.display()
+                    ),
+                );
+            }
             if let Some(w) = &src.where_ {
                 if audio_jepa::dataset::parse_where(w).is_err() {
                     return invalid(
@@ -583,6 +605,18 @@ mod tests {
                 "frontend.frame_length_ms",
             ),
             ("[frontend]\nsample_rate = 1\n", "frontend.sample_rate"),
+            (
+                "[[data.sources]]\npath = \"a\"\nexclude = [\"x/y\"]\n",
+                "data.sources.include/exclude",
+            ),
+            (
+                "[[data.sources]]\npath = \"a\"\ninclude = [\"*-music\"]\n",
+                "data.sources.include/exclude",
+            ),
+            (
+                "[[data.sources]]\npath = \"a\"\ninclude = [\"\"]\n",
+                "data.sources.include/exclude",
+            ),
         ] {
             let err = TrainConfig::from_toml_str(toml, Path::new("x.toml"))
                 .and_then(|c| c.validate().map(|_| c));

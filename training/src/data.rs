@@ -16,6 +16,17 @@ pub enum DataError {
     },
     #[error("{path}: no audio files ({}) found", AUDIO_EXTENSIONS.join(", "))]
     NoAudio { path: PathBuf },
+    #[error(
+        "{path}: no subfolder matches `{pattern}` (from `{field}`); the subfolders are: {have}"
+    )]
+    NoSubfolder {
+        path: PathBuf,
+        field: &'static str,
+        pattern: String,
+        have: String,
+    },
+    #[error("{path}: `include` and `exclude` choose subfolders of a folder source, not rows of a CSV or shards")]
+    SelectNotFolder { path: PathBuf },
     #[error("{path}:{line}: {reason}")]
     Csv {
         path: PathBuf,
@@ -54,6 +65,106 @@ pub fn list_audio_where(
     } else {
         list_csv(source, folds, where_)?
     };
+    if files.is_empty() {
+        return Err(DataError::NoAudio {
+            path: source.to_path_buf(),
+        });
+    }
+    Ok(files)
+}
+
+/// Which immediate subfolders of a folder source to read (`[[data.sources]] include / exclude`):
+/// the free-audio corpus has one subfolder per Debian package, so a config can say exactly which
+/// packages it trains on and a rebuilt corpus with more packages does not silently change a run.
+/// A pattern is a subfolder's name, or a prefix followed by `*` (`asterisk-*`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Subfolders<'a> {
+    /// Only these subfolders (empty: all); files directly in the folder are then left out.
+    pub include: &'a [String],
+    /// Never these subfolders.
+    pub exclude: &'a [String],
+}
+
+impl Subfolders<'_> {
+    fn is_all(&self) -> bool {
+        self.include.is_empty() && self.exclude.is_empty()
+    }
+}
+
+fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == pattern,
+    }
+}
+
+/// As [`list_audio_where`], then only the files below the subfolders `select` keeps. Every
+/// pattern must match a subfolder: a typo, or a corpus built without a package the config names,
+/// is an error rather than a different run.
+pub fn list_audio_selected(
+    source: &Path,
+    folds: Option<&[u32]>,
+    where_: Option<(&str, &str)>,
+    select: Subfolders<'_>,
+) -> Result<Vec<PathBuf>, DataError> {
+    if select.is_all() {
+        return list_audio_where(source, folds, where_);
+    }
+    let io = |source_err| DataError::Io {
+        path: source.to_path_buf(),
+        source: source_err,
+    };
+    if !std::fs::metadata(source).map_err(io)?.is_dir() {
+        return Err(DataError::SelectNotFolder {
+            path: source.to_path_buf(),
+        });
+    }
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(source).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.is_dir() {
+            if let Some(n) = path.file_name().and_then(|n| n.to_str()) {
+                names.push(n.to_string());
+            }
+        }
+    }
+    names.sort();
+    for (field, patterns) in [("include", select.include), ("exclude", select.exclude)] {
+        if let Some(p) = patterns
+            .iter()
+            .find(|p| !names.iter().any(|n| matches(p, n)))
+        {
+            return Err(DataError::NoSubfolder {
+                path: source.to_path_buf(),
+                field,
+                pattern: p.clone(),
+                have: names.join(", "),
+            });
+        }
+    }
+    let mut files = Vec::new();
+    for n in &names {
+        let keep = (select.include.is_empty() || select.include.iter().any(|p| matches(p, n)))
+            && !select.exclude.iter().any(|p| matches(p, n));
+        if keep {
+            let dir = source.join(n);
+            files.extend(
+                audio_jepa::audio::audio_files_below(&dir)
+                    .map_err(|(path, source)| DataError::Io { path, source })?,
+            );
+        }
+    }
+    if select.include.is_empty() {
+        // Loose files beside the subfolders belong to no subfolder and are kept unless an
+        // include list says exactly what to read.
+        for entry in std::fs::read_dir(source).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if !path.is_dir() && audio_jepa::audio::is_audio_file(&path) {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
     if files.is_empty() {
         return Err(DataError::NoAudio {
             path: source.to_path_buf(),
@@ -198,6 +309,79 @@ mod tests {
         assert!(matches!(
             list_audio(&root.join("nope")),
             Err(DataError::Io { .. })
+        ));
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn subfolders_are_chosen_by_name_or_prefix_and_unknown_names_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for f in [
+            "asterisk-en/a.wav",
+            "asterisk-fr/deep/b.wav",
+            "game-data/c.ogg",
+            "game-data/readme.txt",
+            "loose.wav",
+        ] {
+            let p = root.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+        let sel = |include: &[String], exclude: &[String]| {
+            list_audio_selected(root, None, None, Subfolders { include, exclude })
+        };
+        let none: Vec<String> = Vec::new();
+        // No selection: every file, as list_audio.
+        assert_eq!(sel(&none, &none).unwrap(), list_audio(root).unwrap());
+        assert_eq!(
+            sel(&none, &strings(&["asterisk-*"])).unwrap(),
+            vec![root.join("game-data/c.ogg"), root.join("loose.wav")]
+        );
+        assert_eq!(
+            sel(&strings(&["asterisk-fr", "game-data"]), &none).unwrap(),
+            vec![
+                root.join("asterisk-fr/deep/b.wav"),
+                root.join("game-data/c.ogg")
+            ]
+        );
+        assert_eq!(
+            sel(&strings(&["asterisk-*"]), &strings(&["asterisk-en"])).unwrap(),
+            vec![root.join("asterisk-fr/deep/b.wav")]
+        );
+        // A name the corpus lacks (a typo, or a build without that package) is an error that
+        // names what is there.
+        let msg = sel(&strings(&["game-dta"]), &none).unwrap_err().to_string();
+        assert!(
+            msg.contains("`game-dta`") && msg.contains("include") && msg.contains("game-data"),
+            "{msg}"
+        );
+        let msg = sel(&none, &strings(&["music-*"])).unwrap_err().to_string();
+        assert!(
+            msg.contains("`music-*`") && msg.contains("exclude"),
+            "{msg}"
+        );
+        // Everything excluded: no audio, not an empty run.
+        assert!(matches!(
+            sel(&strings(&["game-data"]), &strings(&["game-*"])),
+            Err(DataError::NoAudio { .. })
+        ));
+        // A CSV has rows, not subfolders.
+        std::fs::write(root.join("list.csv"), "filename\nloose.wav\n").unwrap();
+        assert!(matches!(
+            list_audio_selected(
+                &root.join("list.csv"),
+                None,
+                None,
+                Subfolders {
+                    include: &strings(&["game-data"]),
+                    exclude: &none
+                }
+            ),
+            Err(DataError::SelectNotFolder { .. })
         ));
     }
 }

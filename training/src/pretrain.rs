@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use audio_jepa::dataset::parse_where;
 use audio_jepa::FrontendConfig;
 use audio_jepa_training::config::{Precision, SourceSpec, TrainConfig};
-use audio_jepa_training::data::list_audio_where;
+use audio_jepa_training::data::{list_audio_selected, Subfolders};
 use audio_jepa_training::distributed::{Collective, LaunchEnv};
 use audio_jepa_training::features::{load_features, ClipFeatures};
 use audio_jepa_training::loader::{fixed_batch, Corpus, Loader};
@@ -135,6 +135,8 @@ impl Sources {
                 weight,
                 folds: self.folds.clone(),
                 where_: where_.clone(),
+                include: Vec::new(),
+                exclude: Vec::new(),
             })
             .collect())
     }
@@ -154,6 +156,12 @@ impl Sources {
             let id = if pooled { 0 } else { k };
             let d = &spec.path;
             if is_shard_dir(d) {
+                if !(spec.include.is_empty() && spec.exclude.is_empty()) {
+                    bail!(
+                        "{}: a shard folder is read whole; `include` / `exclude` choose subfolders of an audio folder",
+                        d.display()
+                    );
+                }
                 let got = read_shards(d, fe)
                     .with_context(|| format!("reading shards {}", d.display()))?;
                 source_of.extend(std::iter::repeat_n(id, got.len()));
@@ -164,10 +172,14 @@ impl Sources {
                 Some(w) => Some(parse_where(w).map_err(anyhow::Error::msg)?),
                 None => None,
             };
-            let files = list_audio_where(
+            let files = list_audio_selected(
                 d,
                 spec.folds.as_deref(),
                 where_.as_ref().map(|(c, v)| (c.as_str(), v.as_str())),
+                Subfolders {
+                    include: &spec.include,
+                    exclude: &spec.exclude,
+                },
             )
             .with_context(|| format!("listing {}", d.display()))?;
             let bar = crate::progress_bar(files.len() as u64).with_style(
