@@ -142,29 +142,22 @@ pub fn list_audio_selected(
             });
         }
     }
-    let mut files = Vec::new();
-    for n in &names {
-        let keep = (select.include.is_empty() || select.include.iter().any(|p| matches(p, n)))
-            && !select.exclude.iter().any(|p| matches(p, n));
-        if keep {
-            let dir = source.join(n);
-            files.extend(
-                audio_jepa::audio::audio_files_below(&dir)
-                    .map_err(|(path, source)| DataError::Io { path, source })?,
-            );
+    // One walk of the whole folder (sorted), each file kept by the subfolder it lies in; a loose
+    // file beside the subfolders belongs to none and is kept unless an include list says exactly
+    // what to read.
+    let keep = |name: &str| {
+        (select.include.is_empty() || select.include.iter().any(|p| matches(p, name)))
+            && !select.exclude.iter().any(|p| matches(p, name))
+    };
+    let mut files = audio_jepa::audio::audio_files_below(source)
+        .map_err(|(path, source)| DataError::Io { path, source })?;
+    files.retain(|f| {
+        let mut parts = f.strip_prefix(source).unwrap_or(f).components();
+        match (parts.next(), parts.next()) {
+            (Some(sub), Some(_)) => sub.as_os_str().to_str().is_some_and(keep),
+            _ => select.include.is_empty(),
         }
-    }
-    if select.include.is_empty() {
-        // Loose files beside the subfolders belong to no subfolder and are kept unless an
-        // include list says exactly what to read.
-        for entry in std::fs::read_dir(source).map_err(io)? {
-            let path = entry.map_err(io)?.path();
-            if !path.is_dir() && audio_jepa::audio::is_audio_file(&path) {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
+    });
     if files.is_empty() {
         return Err(DataError::NoAudio {
             path: source.to_path_buf(),
