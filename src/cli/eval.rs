@@ -84,6 +84,85 @@ pub struct Args {
     /// A fixed L2 for the probe instead of choosing it on --val-fold
     #[arg(long)]
     l2: Option<f32>,
+    /// Also probe features from inside the encoder, one row per spec and pooling: `A-B` (or
+    /// `A`) is the mean of blocks A to B's outputs (1-based), each layer-normalised per token
+    /// without affine parameters (data2vec section 3.3's layer average, but per token, so a
+    /// window's features do not depend on its neighbours); f32 through candle, not the engine.
+    /// E.g. `--blocks 3,4,5,6,4-6`
+    #[arg(long, value_delimiter = ',', value_parser = parse_blocks)]
+    blocks: Vec<(usize, usize)>,
+}
+
+/// `A` or `A-B`, 1-based block numbers with `A <= B`.
+fn parse_blocks(s: &str) -> Result<(usize, usize), String> {
+    let num = |t: &str| {
+        t.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&v| v >= 1)
+            .ok_or_else(|| format!("`{s}`: blocks are numbered from 1, as `4` or `4-6`"))
+    };
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => (num(s)?, num(s)?),
+    };
+    if a > b {
+        return Err(format!("`{s}`: the first block comes first, as `4-6`"));
+    }
+    Ok((a, b))
+}
+
+/// The outputs of every block for a clip, `[depth][n * D]` time-major, through candle in f32,
+/// in windows of at most `MAX_WINDOW_COLUMNS` columns as the engine's embeddings are.
+fn block_tokens(
+    enc: &Encoder,
+    spec: &LogMel,
+    fe: &audio_jepa::FrontendConfig,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let mut s = spec.clone();
+    normalize(&mut s.data, fe);
+    let p = patchify(&s, 16, 16)?;
+    let n = p.grid.n_patches();
+    if n == 0 {
+        bail!("clip shorter than one patch column");
+    }
+    let cfg = enc.config();
+    let (nf, d, pl, depth) = (cfg.n_freq(), cfg.embed_dim, cfg.patch_len(), cfg.depth);
+    let cols = n / nf;
+    let width = cols.min(super::MAX_WINDOW_COLUMNS);
+    let mut out = vec![Vec::with_capacity(n * d); depth];
+    for c0 in (0..cols).step_by(width) {
+        let c1 = (c0 + width).min(cols);
+        let k = (c1 - c0) * nf;
+        let x = Tensor::from_slice(
+            &p.data[c0 * nf * pl..c1 * nf * pl],
+            (1, k, pl),
+            &Device::Cpu,
+        )?;
+        for (o, l) in out.iter_mut().zip(enc.forward_layers(&x, depth)?) {
+            o.extend(l.flatten_all()?.to_vec1::<f32>()?);
+        }
+    }
+    Ok(out)
+}
+
+/// The mean over blocks `a..=b` (1-based) of each token layer-normalised without affine
+/// parameters.
+fn layer_average(blocks: &[Vec<f32>], (a, b): (usize, usize), d: usize) -> Vec<f32> {
+    let mut acc = vec![0f32; blocks[0].len()];
+    for block in &blocks[a - 1..b] {
+        for (x, y) in block.chunks_exact(d).zip(acc.chunks_exact_mut(d)) {
+            let mean = x.iter().sum::<f32>() / d as f32;
+            let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+            let inv = 1.0 / (var + 1e-6).sqrt();
+            for (o, v) in y.iter_mut().zip(x) {
+                *o += (v - mean) * inv;
+            }
+        }
+    }
+    let k = (b + 1 - a) as f32;
+    acc.iter_mut().for_each(|v| *v /= k);
+    acc
 }
 
 /// The encoder file named by `--model` and `--encoder`.
@@ -358,6 +437,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let precision = args
         .precision
         .unwrap_or_else(|| super::model::precision(quant));
+    if let Some(&(_, b)) = args.blocks.iter().find(|&&(_, b)| b > model.config().depth) {
+        bail!(
+            "--blocks {b}: the encoder has {} blocks",
+            model.config().depth
+        );
+    }
     let random = random_like(model.config())?;
     let (n_freq, d) = (model.config().n_freq(), model.config().embed_dim);
     let mut embedder = EngineEmbedder {
@@ -400,6 +485,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         rows.push(Features::new(format!("pretrained encoder, {pool}")));
     }
+    for &(a, b) in &args.blocks {
+        for pool in &args.pool {
+            let which = if a == b {
+                format!("block {a}")
+            } else {
+                format!("blocks {a}-{b}")
+            };
+            rows.push(Features::new(format!(
+                "pretrained encoder, {which}, {pool}"
+            )));
+        }
+    }
     let (mut ytr, mut ftr, mut yte) = (Vec::new(), Vec::new(), Vec::new());
     let used: Vec<_> = set
         .examples
@@ -435,6 +532,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 vecs.push(pool_tokens(pool, &random_tokens, n_freq, d));
             }
             vecs.push(pool_tokens(pool, &model_tokens, n_freq, d));
+        }
+        if !args.blocks.is_empty() {
+            let blocks = block_tokens(&model, &spec, &fe)?;
+            for &range in &args.blocks {
+                let tokens = layer_average(&blocks, range, d);
+                for pool in &args.pool {
+                    vecs.push(pool_tokens(pool, &tokens, n_freq, d));
+                }
+            }
         }
         for (row, v) in rows.iter_mut().zip(vecs) {
             row.dim = v.len();
@@ -502,7 +608,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let (acc, f1, cm) = scores(&yte, &pred, c);
         let is_model = row.name.starts_with("pretrained");
         if let (true, Some(png)) = (
-            is_model && row.name.ends_with(args.pool[0].as_str()),
+            is_model && row.name == format!("pretrained encoder, {}", args.pool[0]),
             &args.confusion_png,
         ) {
             audio_jepa::render::write_confusion_png(png, &cm, &set.classes, &set.classes)?;
@@ -543,6 +649,81 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::pool_tokens;
+
+    #[test]
+    fn block_specs_parse_and_bad_ones_are_refused() {
+        use super::parse_blocks;
+        assert_eq!(parse_blocks("4"), Ok((4, 4)));
+        assert_eq!(parse_blocks("4-6"), Ok((4, 6)));
+        for bad in ["0", "6-4", "x", "2-", "-3", ""] {
+            assert!(parse_blocks(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn layer_average_exact_values() {
+        // One 3-d token in two blocks: [0, 0, 3] normalises to [-1, -1, 2] / sqrt(2),
+        // [2, 2, 2] to zeros (no variance), [3, 0, 0] to [2, -1, -1] / sqrt(2).
+        let blocks = vec![
+            vec![0.0, 0.0, 3.0],
+            vec![2.0, 2.0, 2.0],
+            vec![3.0, 0.0, 0.0],
+        ];
+        let r = std::f32::consts::FRAC_1_SQRT_2;
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+        let one = super::layer_average(&blocks, (1, 1), 3);
+        assert!(close(&one, &[-r, -r, 2.0 * r]), "{one:?}");
+        let two = super::layer_average(&blocks, (1, 2), 3);
+        assert!(close(&two, &[-r / 2.0, -r / 2.0, r]), "{two:?}");
+        let all = super::layer_average(&blocks, (1, 3), 3);
+        assert!(close(&all, &[r / 3.0, -2.0 * r / 3.0, r / 3.0]), "{all:?}");
+    }
+
+    #[test]
+    fn the_last_block_normalised_is_the_encoder_output_when_its_norm_is_plain() {
+        // random_like's final norm has unit weights and zero biases, so the last block's output
+        // layer-normalised must be what the encoder returns, on both windows of a long clip.
+        use audio_jepa::frontend::patches::{normalize, patchify};
+        let cfg = audio_jepa::model::EncoderConfig::preset("tiny").unwrap();
+        let enc = super::random_like(&cfg).unwrap();
+        let fe = audio_jepa::FrontendConfig::default();
+        let cols = super::super::MAX_WINDOW_COLUMNS + 3;
+        let (n_frames, n_mels) = (cols * cfg.patch_size, cfg.n_mels);
+        let data = (0..n_frames * n_mels)
+            .map(|i| ((i * 7919) % 113) as f32 * 0.1 - 8.0)
+            .collect();
+        let spec = audio_jepa::frontend::LogMel {
+            n_frames,
+            n_mels,
+            data,
+        };
+        let blocks = super::block_tokens(&enc, &spec, &fe).unwrap();
+        let d = cfg.embed_dim;
+        let got = super::layer_average(&blocks, (cfg.depth, cfg.depth), d);
+        let mut s = spec.clone();
+        normalize(&mut s.data, &fe);
+        let p = patchify(&s, 16, 16).unwrap();
+        let nf = cfg.n_freq();
+        let w = super::super::MAX_WINDOW_COLUMNS;
+        let mut want = Vec::new();
+        for (c0, c1) in [(0, w), (w, cols)] {
+            let x = candle_core::Tensor::from_slice(
+                &p.data[c0 * nf * cfg.patch_len()..c1 * nf * cfg.patch_len()],
+                (1, (c1 - c0) * nf, cfg.patch_len()),
+                &candle_core::Device::Cpu,
+            )
+            .unwrap();
+            let y = enc.forward(&x, None).unwrap();
+            want.extend(y.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        }
+        assert_eq!(got.len(), cols * nf * d);
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-3, "largest difference {worst}");
+    }
 
     #[test]
     fn pooling_exact_values() {

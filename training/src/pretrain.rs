@@ -318,6 +318,18 @@ fn init_weights(t: &mut Trainer, init: &Path, loud: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Removes the folder it holds when dropped, if that folder is still empty (`remove_dir` refuses
+/// a folder with anything in it, so nothing a run wrote is ever deleted).
+struct EmptyDirGuard(Option<PathBuf>);
+
+impl Drop for EmptyDirGuard {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let launch = LaunchEnv::from_env()?;
     let is_main = launch.rank == 0;
@@ -331,7 +343,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
+    // A run that fails before it writes anything (a bad config, data that is not there) must not
+    // leave an empty --out folder behind: removed again on the way out while still empty.
+    let mut new_out = EmptyDirGuard(None);
     if is_main {
+        if !args.out.exists() {
+            new_out.0 = Some(args.out.clone());
+        }
         std::fs::create_dir_all(&args.out)
             .with_context(|| format!("creating {}", args.out.display()))?;
         for (path, bytes) in run_dir::remove_stale_temporaries(&args.out)
@@ -494,6 +512,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Box::new(std::io::sink())
     };
+    // The log now exists: the folder is the run's, whatever happens next.
+    new_out.0 = None;
     let (mut loss_pts, mut rank_t, mut rank_p) = read_curves(&log_path);
 
     let total = cfg.optim.steps;

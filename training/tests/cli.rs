@@ -53,13 +53,18 @@ impl TinyRun {
 
     /// `ajepa-train FLAGS pretrain` for 2 steps on the CPU into `out` (under the folder).
     fn pretrain(&self, flags: &[&str], out: &str) -> Command {
+        self.pretrain_on(&self.audio, flags, out)
+    }
+
+    /// As `pretrain`, on the audio in `data`.
+    fn pretrain_on(&self, data: &Path, flags: &[&str], out: &str) -> Command {
         let mut c = train_cmd();
         c.env_remove("RUST_LOG")
             .args(flags)
             .args(["pretrain", "--compute", "cpu", "--steps", "2", "--config"])
             .arg(&self.cfg)
             .arg("--data")
-            .arg(&self.audio)
+            .arg(data)
             .arg("--cache")
             .arg(self.dir.path().join("cache"))
             .arg("--out")
@@ -184,4 +189,24 @@ fn init_takes_an_encoder_file_or_the_built_in_one() {
     );
     let out = run(&dir.path().join("nothing-here"), "from-nothing");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such run folder or encoder file"));
+}
+
+#[test]
+fn a_run_that_fails_to_start_leaves_no_empty_out_folder() {
+    let tiny = TinyRun::new();
+    // Data that is not there: the start fails after --out was made.
+    let missing = tiny.dir.path().join("no-such-audio");
+    let fail = |out: &str| tiny.pretrain_on(&missing, &[], out).output().unwrap();
+    let out = fail("run-new");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no-such-audio"), "{stderr}");
+    assert!(
+        !tiny.dir.path().join("run-new").exists(),
+        "a failed start left its --out folder: {stderr}"
+    );
+    // A folder the user made beforehand is theirs: kept, even empty.
+    std::fs::create_dir(tiny.dir.path().join("run-mine")).unwrap();
+    assert!(!fail("run-mine").status.success());
+    assert!(tiny.dir.path().join("run-mine").is_dir());
 }
