@@ -112,6 +112,21 @@ fn parse_blocks(s: &str) -> Result<(usize, usize), String> {
     Ok((a, b))
 }
 
+/// The clip's normalised 16 x 16 patches, time-major, as the encoders take them; a clip shorter
+/// than one patch column is an error.
+fn clip_patches(
+    spec: &LogMel,
+    fe: &audio_jepa::FrontendConfig,
+) -> anyhow::Result<audio_jepa::frontend::patches::Patches> {
+    let mut s = spec.clone();
+    normalize(&mut s.data, fe);
+    let p = patchify(&s, 16, 16)?;
+    if p.grid.n_patches() == 0 {
+        bail!("clip shorter than one patch column");
+    }
+    Ok(p)
+}
+
 /// The outputs of every block for a clip, `[depth][n * D]` time-major, through candle in f32,
 /// in windows of at most `MAX_WINDOW_COLUMNS` columns as the engine's embeddings are.
 fn block_tokens(
@@ -119,13 +134,8 @@ fn block_tokens(
     spec: &LogMel,
     fe: &audio_jepa::FrontendConfig,
 ) -> anyhow::Result<Vec<Vec<f32>>> {
-    let mut s = spec.clone();
-    normalize(&mut s.data, fe);
-    let p = patchify(&s, 16, 16)?;
+    let p = clip_patches(spec, fe)?;
     let n = p.grid.n_patches();
-    if n == 0 {
-        bail!("clip shorter than one patch column");
-    }
     let cfg = enc.config();
     let (nf, d, pl, depth) = (cfg.n_freq(), cfg.embed_dim, cfg.patch_len(), cfg.depth);
     let cols = n / nf;
@@ -303,13 +313,8 @@ impl EngineEmbedder<'_> {
         spec: &LogMel,
         fe: &audio_jepa::FrontendConfig,
     ) -> anyhow::Result<Vec<f32>> {
-        let mut s = spec.clone();
-        normalize(&mut s.data, fe);
-        let p = patchify(&s, 16, 16)?;
+        let p = clip_patches(spec, fe)?;
         let n = p.grid.n_patches();
-        if n == 0 {
-            bail!("clip shorter than one patch column");
-        }
         let nf = self.enc.config().n_freq();
         let (d, pl) = (self.enc.config().embed_dim, self.enc.config().patch_len());
         let cols = n / nf;
