@@ -13,9 +13,10 @@ library only.
 folds 1-3 (ESC-50's first five by file name are often five takes of one recording: all of "pig"'s are), as a
 user teaching a sound would record it in several places. `--class-set K` (0-3) takes the K-th ten of the 40
 classes outside ESC-10 in class-number order (0, the default, is the ten above): one set is 80 test clips, a
-standard error near 5 points, so compare encoders over all four (320 clips, every non-ESC-10 class once). `--probe` also writes the same 5-shot split as an
-ESC-50 style CSV (train fold 1, test fold 4) and runs `ajepa eval` on it with a fixed L2: the encoder beside the
-log-mel statistics and random-init baselines, same clips, same protocol.
+standard error near 5 points, so compare encoders over all four (320 clips, every non-ESC-10 class once).
+`--probe` also writes the same 5-shot split as an ESC-50 style CSV (train fold 1, test fold 4) and runs `ajepa
+eval` on it with a fixed L2: the encoder beside the log-mel statistics and random-init baselines, same clips, same
+protocol.
 
     python3 scripts/fewshot_esc50.py --model models/default/encoder.safetensors [--full] [--pick first|distinct]
         [--pool freqcat|mean] [--classifier auto|logistic|prototype] [--class-set 0-3] [--probe] [--work /tmp/fewshot]
