@@ -318,14 +318,27 @@ fn init_weights(t: &mut Trainer, init: &Path, loud: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Removes the folder it holds when dropped, if that folder is still empty (`remove_dir` refuses
-/// a folder with anything in it, so nothing a run wrote is ever deleted).
-struct EmptyDirGuard(Option<PathBuf>);
+/// The folders `create_dir_all(out)` is about to make, deepest first: `out` and each parent that
+/// does not exist yet.
+fn missing_dirs(out: &Path) -> Vec<PathBuf> {
+    out.ancestors()
+        .filter(|p| !p.as_os_str().is_empty())
+        .take_while(|p| !p.exists())
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+/// Removes the folders it holds when dropped (deepest first), each only if still empty
+/// (`remove_dir` refuses a folder with anything in it, so nothing a run wrote is ever deleted,
+/// and a parent stays once anything else was put in it).
+struct EmptyDirGuard(Vec<PathBuf>);
 
 impl Drop for EmptyDirGuard {
     fn drop(&mut self) {
-        if let Some(dir) = self.0.take() {
-            let _ = std::fs::remove_dir(dir);
+        for dir in self.0.drain(..) {
+            if std::fs::remove_dir(&dir).is_err() {
+                break;
+            }
         }
     }
 }
@@ -345,11 +358,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     // A run that fails before it writes anything (a bad config, data that is not there) must not
     // leave an empty --out folder behind: removed again on the way out while still empty.
-    let mut new_out = EmptyDirGuard(None);
+    let mut new_out = EmptyDirGuard(Vec::new());
     if is_main {
-        if !args.out.exists() {
-            new_out.0 = Some(args.out.clone());
-        }
+        new_out.0 = missing_dirs(&args.out);
         std::fs::create_dir_all(&args.out)
             .with_context(|| format!("creating {}", args.out.display()))?;
         for (path, bytes) in run_dir::remove_stale_temporaries(&args.out)
@@ -513,7 +524,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Box::new(std::io::sink())
     };
     // The log now exists: the folder is the run's, whatever happens next.
-    new_out.0 = None;
+    new_out.0.clear();
     let (mut loss_pts, mut rank_t, mut rank_p) = read_curves(&log_path);
 
     let total = cfg.optim.steps;

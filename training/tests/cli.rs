@@ -205,6 +205,14 @@ fn a_run_that_fails_to_start_leaves_no_empty_out_folder() {
         !tiny.dir.path().join("run-new").exists(),
         "a failed start left its --out folder: {stderr}"
     );
+    // A nested --out: the parents the run made go with it.
+    let out = fail("new-parent/runs/run-new");
+    assert!(!out.status.success());
+    assert!(
+        !tiny.dir.path().join("new-parent").exists(),
+        "a failed start left --out's parents: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A folder the user made beforehand is theirs: kept, even empty.
     std::fs::create_dir(tiny.dir.path().join("run-mine")).unwrap();
     assert!(!fail("run-mine").status.success());
